@@ -1,0 +1,199 @@
+"""Settings for chatsite, all read from the environment (and an optional `.env`).
+
+Every variable is listed, with a comment, in `.env.example`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# Values already in the process environment win over the file.
+environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+
+_INSECURE_KEY = "django-insecure-dev-only-key-do-not-use-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY or SECRET_KEY.startswith("django-insecure") or SECRET_KEY == "change-me":
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG off, chatsite refuses to start without a real "
+            "secret key. Set SECRET_KEY in the environment or in .env, e.g. the output of: "
+            'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+        )
+    SECRET_KEY = SECRET_KEY or _INSECURE_KEY
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    # daphne first: `manage.py runserver` then serves ASGI, which replies need to stream.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "conversations.context_processors.chat",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "chatsite.wsgi.application"
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets page loads read while a reply is being written; IMMEDIATE avoids
+    # "database is locked" on concurrent writers (the generation thread and requests).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat"
+LOGOUT_REDIRECT_URL = "login"
+SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=True)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Without collectstatic (a fresh clone), WhiteNoise serves straight from the finders.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+
+# --- The language model -------------------------------------------------------
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
+OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=60.0)
+OPENAI_MAX_RETRIES = env.int("OPENAI_MAX_RETRIES", default=2)
+
+# --- Chat behaviour -----------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
+CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful assistant.")
+# How often a growing reply is written to the database.
+CHAT_SAVE_INTERVAL = env.float("CHAT_SAVE_INTERVAL", default=0.5)
+# A reply still marked streaming with no recorded progress for this long is shown as interrupted.
+CHAT_STALE_AFTER = env.float("CHAT_STALE_AFTER", default=90.0)
+# How long a no-JavaScript send waits for the reply before redirecting.
+CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
+CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)
+
+# --- Logging ------------------------------------------------------------------
+CHAT_LOG_FILE = Path(env.str("CHAT_LOG_FILE", default=str(BASE_DIR / "logs" / "chat.log")))
+if not CHAT_LOG_FILE.is_absolute():
+    CHAT_LOG_FILE = BASE_DIR / CHAT_LOG_FILE
+CHAT_LOG_MAX_BYTES = env.int("CHAT_LOG_MAX_BYTES", default=20 * 1024 * 1024)
+CHAT_LOG_BACKUP_COUNT = env.int("CHAT_LOG_BACKUP_COUNT", default=10)
+CHAT_LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "chat_file": {"()": "conversations.chatlog.FileFormatter"},
+        "chat_console": {"()": "conversations.chatlog.ConsoleFormatter"},
+    },
+    "filters": {
+        "turn_ends": {"()": "conversations.chatlog.TurnEndFilter"},
+    },
+    "handlers": {
+        "chat_file": {
+            "class": "logging.handlers.RotatingFileHandler",
+            "filename": str(CHAT_LOG_FILE),
+            "mode": "a",
+            "maxBytes": CHAT_LOG_MAX_BYTES,
+            "backupCount": CHAT_LOG_BACKUP_COUNT,
+            "encoding": "utf-8",
+            "delay": True,
+            "formatter": "chat_file",
+        },
+        "chat_console": {
+            "class": "logging.StreamHandler",
+            "filters": ["turn_ends"],
+            "formatter": "chat_console",
+        },
+        "console": {"class": "logging.StreamHandler"},
+    },
+    "loggers": {
+        "chatsite.chat": {
+            "handlers": ["chat_file", "chat_console"],
+            "level": "INFO",
+            "propagate": False,
+        },
+        # The SDK logs request options at DEBUG; keep it quiet so no header can leak.
+        "openai": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "httpx2": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}

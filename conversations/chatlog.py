@@ -1,0 +1,123 @@
+"""The append-only chat log: one line per event in CHAT_LOG_FILE, a short line on the console.
+
+File lines look like
+`2026-11-25T13:44:02.123+00:00 INFO event=reply user="alice" conversation=12 message=34 ...
+text="line one\\nline two"`: every value is either a number or a JSON string, so one event
+is always one line and the file can be parsed back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import Message
+
+logger = logging.getLogger("chatsite.chat")
+
+FIELDS = (
+    "event",
+    "user",
+    "conversation",
+    "message",
+    "role",
+    "model",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "total_ms",
+    "error",
+    "text",
+)
+
+
+def _event(message: Message, *, event: str, username: str) -> dict[str, Any]:
+    return {
+        "event": event,
+        "user": username,
+        "conversation": message.conversation_id,
+        "message": message.pk,
+        "role": message.role,
+        "model": message.model,
+        "status": message.status,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "ttft_ms": message.ttft_ms,
+        "total_ms": message.total_ms,
+        "error": message.error,
+        "text": message.content,
+    }
+
+
+def log_message(message: Message, *, username: str) -> None:
+    """Record a saved user message, or a reply that has ended, whatever way it ended."""
+    event = "message" if message.role == message.Role.USER else "reply"
+    level = logging.WARNING if message.status in ("error", "interrupted") else logging.INFO
+    logger.log(level, "%s %s", event, message.pk, extra={"chat": _event(message, event=event, username=username)})
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+class FileFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+        data = getattr(record, "chat", None)
+        if data is None:
+            return f"{stamp} {record.levelname} msg={_value(record.getMessage())}"
+        pairs = " ".join(f"{key}={_value(data.get(key))}" for key in FIELDS)
+        return f"{stamp} {record.levelname} {pairs}"
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = getattr(record, "chat", None)
+        if data is None:
+            return record.getMessage()
+        seconds = (data["total_ms"] or 0) / 1000
+        tokens = data["completion_tokens"]
+        return (
+            f"chat: {data['user']} conversation={data['conversation']} reply={data['message']} "
+            f"{data['status']} model={data['model'] or '-'} "
+            f"tokens={tokens if tokens is not None else '-'} {seconds:.1f}s"
+        )
+
+
+class TurnEndFilter(logging.Filter):
+    """Console: one concise line per turn, when the reply ends."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "chat", None)
+        return data is None or data.get("event") == "reply"
+
+
+def parse_line(line: str) -> dict[str, Any]:
+    """Read one file line back into a dict (used by tests and handy for tooling)."""
+    stamp, level, rest = line.rstrip("\n").split(" ", 2)
+    decoder = json.JSONDecoder()
+    out: dict[str, Any] = {"timestamp": stamp, "level": level}
+    i = 0
+    while i < len(rest):
+        eq = rest.index("=", i)
+        key = rest[i:eq].strip()
+        j = eq + 1
+        if rest.startswith('"', j):
+            value, j = decoder.raw_decode(rest, j)
+        else:
+            end = rest.find(" ", j)
+            end = len(rest) if end == -1 else end
+            raw = rest[j:end]
+            value = None if raw == "-" else int(raw) if raw.lstrip("-").isdigit() else raw
+            j = end
+        out[key] = value
+        i = j + 1
+    return out

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from . import llm
+
+
+def chat(request: HttpRequest) -> dict[str, Any]:
+    return {
+        "llm_configured": llm.is_configured(),
+        "llm_server": llm.server_label(),
+        "default_model": settings.OPENAI_MODEL,
+        "signup_enabled": settings.SIGNUP_ENABLED,
+    }

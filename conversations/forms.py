@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
+from django.core.validators import MaxLengthValidator
+
+
+class MessageForm(forms.Form):
+    # The server says what is wrong with an empty message; a browser tooltip would not.
+    use_required_attribute = False
+
+    content = forms.CharField(
+        label="Message",
+        error_messages={"required": "Type a message before sending."},
+        widget=forms.Textarea(
+            attrs={
+                "rows": 1,
+                "placeholder": "Send a message",
+                "aria-label": "Message",
+                "autofocus": True,
+            }
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A validator rather than max_length: the widget gets no maxlength attribute,
+        # because a browser would silently cut off a long paste instead of saying so.
+        self.fields["content"].validators.append(
+            MaxLengthValidator(
+                settings.CHAT_MAX_MESSAGE_CHARS,
+                message=(
+                    "That message is too long: the limit is %(limit_value)s characters "
+                    "and it has %(show_value)s."
+                ),
+            )
+        )
+
+
+class SignupForm(UserCreationForm):
+    pass

@@ -1,0 +1,239 @@
+"""The one place that talks to the language model.
+
+Only this module imports `openai`. It streams chat completions from OpenAI or any
+OpenAI-compatible server (`OPENAI_BASE_URL`: Ollama, vLLM, llama.cpp, LM Studio) and
+turns every SDK or transport failure into an `LLMError` whose `user_message` a person
+can read and act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+from django.conf import settings
+
+# What local servers get as a key: they ignore it, but the SDK insists on one.
+_PLACEHOLDER_KEY = "not-needed"
+
+
+class LLMError(Exception):
+    """A model call failed; `user_message` is safe and useful to show in the chat."""
+
+    kind = "error"
+    default_message = "The model server returned an error."
+
+    def __init__(self, user_message: str | None = None) -> None:
+        self.user_message = user_message or self.default_message
+        super().__init__(self.user_message)
+
+
+class NotConfigured(LLMError):
+    kind = "not_configured"
+    default_message = (
+        "No language model is configured. Set OPENAI_API_KEY (for OpenAI) or OPENAI_BASE_URL "
+        "(for Ollama, vLLM, llama.cpp or LM Studio) in .env and restart the server. "
+        "See “Connecting a model” in the README."
+    )
+
+
+class BadCredentials(LLMError):
+    kind = "auth"
+    default_message = (
+        "The model server rejected the API key. Check OPENAI_API_KEY and restart the server."
+    )
+
+
+class RateLimited(LLMError):
+    kind = "rate_limited"
+    default_message = "The model provider is rate limiting requests. Wait a moment, then retry."
+
+
+class TimedOut(LLMError):
+    kind = "timeout"
+    default_message = "The model server took too long to answer."
+
+
+class Unreachable(LLMError):
+    kind = "unreachable"
+    default_message = "Cannot reach the model server."
+
+
+class ServerError(LLMError):
+    kind = "server_error"
+    default_message = "The model server had an internal error. Retry in a moment."
+
+
+class ModelNotFound(LLMError):
+    kind = "model_not_found"
+    default_message = "The model was not found on the model server."
+
+
+class BadRequest(LLMError):
+    kind = "bad_request"
+    default_message = "The model server refused the request."
+
+
+class StreamBroken(LLMError):
+    kind = "stream_broken"
+    default_message = (
+        "The connection to the model server broke before the reply was finished. "
+        "The text so far is kept; retry to get a full reply."
+    )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed reply: text, and on the last pieces usage and the finish reason."""
+
+    text: str = ""
+    model: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def is_configured() -> bool:
+    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+
+
+def server_label() -> str:
+    """Where requests go, for messages and the banner (never includes the key)."""
+    return settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+
+
+# One HTTP connection pool per event loop: an async client is bound to the loop that
+# created it, and building one (SSL context) is too slow to do per request.
+_http_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _http_client() -> httpx2.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _http_clients.get(loop)
+    if client is None or client.is_closed:
+        client = openai.DefaultAsyncHttpxClient()
+        _http_clients[loop] = client
+    return client
+
+
+def _client() -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key=settings.OPENAI_API_KEY or _PLACEHOLDER_KEY,
+        base_url=settings.OPENAI_BASE_URL or None,
+        timeout=settings.OPENAI_TIMEOUT,
+        max_retries=settings.OPENAI_MAX_RETRIES,
+        http_client=_http_client(),
+    )
+
+
+def _provider_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    message = ""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            message = str(inner.get("message") or "")
+        elif isinstance(inner, str):
+            message = inner
+    message = " ".join(message.split())
+    return message[:300]
+
+
+def translate(exc: BaseException, *, model: str) -> LLMError:
+    """Map an SDK or transport exception to the project's own, with a readable message."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return TimedOut(
+            f"The model server took too long to answer (more than {settings.OPENAI_TIMEOUT:g} s)."
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return Unreachable(
+            f"Cannot reach the model server at {server_label()}. Is it running, and is "
+            "OPENAI_BASE_URL right?"
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        # The provider's text may echo part of the key: never pass it on.
+        return BadCredentials()
+    if isinstance(exc, openai.RateLimitError):
+        detail = _provider_detail(exc)
+        return RateLimited(
+            RateLimited.default_message + (f" (The provider said: {detail})" if detail else "")
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return ModelNotFound(
+            f"The model “{model}” was not found on the model server at {server_label()}. "
+            "Check OPENAI_MODEL or the conversation's model."
+        )
+    if isinstance(exc, openai.InternalServerError):
+        return ServerError(
+            f"The model server had an internal error (HTTP {exc.status_code}). Retry in a moment."
+        )
+    if isinstance(exc, openai.APIStatusError):
+        detail = _provider_detail(exc)
+        return BadRequest(
+            f"The model server refused the request (HTTP {exc.status_code})"
+            + (f": {detail}" if detail else ".")
+        )
+    if isinstance(exc, httpx2.TransportError):
+        return StreamBroken()
+    if isinstance(exc, openai.APIError):
+        # An error event inside the stream, with the server's own words.
+        detail = " ".join(str(exc.message).split())[:300]
+        return LLMError(f"The model server reported an error: {detail}")
+    return LLMError(f"Unexpected error talking to the model server: {type(exc).__name__}.")
+
+
+async def stream_chat(*, messages: Iterable[dict[str, str]], model: str) -> AsyncIterator[Chunk]:
+    """Stream a chat completion as `Chunk`s.
+
+    Cancelling the consumer closes the HTTP response, so the model server stops
+    generating. Raises `LLMError` (or a subclass) for every failure.
+    """
+    if not is_configured():
+        raise NotConfigured()
+    client = _client()
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": list(messages),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    finished = streaming = False
+    try:
+        stream = await client.chat.completions.create(**request)
+        streaming = True
+        async with stream:
+            async for event in stream:
+                usage = event.usage
+                if usage is not None:
+                    yield Chunk(
+                        model=event.model or "",
+                        prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.completion_tokens,
+                    )
+                for choice in event.choices:
+                    delta = choice.delta
+                    text = (delta.content or "") + (getattr(delta, "refusal", None) or "")
+                    if choice.finish_reason:
+                        finished = True
+                    if text or choice.finish_reason:
+                        yield Chunk(
+                            text=text, model=event.model or "", finish_reason=choice.finish_reason
+                        )
+    except (openai.OpenAIError, httpx2.HTTPError) as exc:
+        timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException)
+        broken = isinstance(exc, openai.APIConnectionError | httpx2.TransportError)
+        if streaming and broken and not timed_out:
+            # The server answered, then the connection died mid-reply.
+            raise StreamBroken() from exc
+        raise translate(exc, model=model) from exc
+    if not finished:
+        raise StreamBroken()

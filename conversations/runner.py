@@ -1,0 +1,177 @@
+"""Where replies are generated: one event loop in a thread of its own, per process.
+
+A reply must outlive the request that asked for it (the tab may close; under ASGI with
+sync middleware a request's event loop can even die with the request), so generation
+never runs on a request's loop. Requests only start, stop and watch generations here.
+Watchers on any loop or thread are woken as the reply grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    text: str
+    status: str
+    done: bool
+    version: int
+
+
+class LiveReply:
+    """The in-memory state of a reply being generated, shared by the generator and its watchers."""
+
+    def __init__(self, message_id: int) -> None:
+        self.message_id = message_id
+        self._text = ""
+        self._status = "pending"
+        self._done = False
+        self._version = 0
+        self._cond = threading.Condition()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+
+    def snapshot(self) -> Snapshot:
+        with self._cond:
+            return Snapshot(self._text, self._status, self._done, self._version)
+
+    def update(self, *, text: str | None = None, status: str | None = None, done: bool = False) -> None:
+        with self._cond:
+            if text is not None:
+                self._text = text
+            if status is not None:
+                self._status = status
+            self._done = self._done or done
+            self._version += 1
+            self._cond.notify_all()
+            waiters, self._waiters = self._waiters, set()
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def changed(self, version: int, timeout: float) -> bool:
+        """Wait (on any event loop) until the state moves past `version`; False on timeout."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self._version != version:
+                return True
+            self._waiters.add((loop, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._cond:
+                self._waiters.discard((loop, future))
+
+    def wait_done(self, timeout: float) -> bool:
+        """Block a thread until the reply has ended (or the timeout passes)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done, timeout)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Runner:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._live: dict[int, LiveReply] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Database work for generations runs here, one query at a time, off the loop.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="chat-generation", daemon=True
+                )
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    def start(
+        self, message_id: int, generate: Callable[[LiveReply], Coroutine[Any, Any, None]]
+    ) -> LiveReply:
+        """Start generating a reply unless it is already being generated here."""
+        loop = self._ensure_loop()
+        with self._lock:
+            live = self._live.get(message_id)
+            if live is not None:
+                return live
+            live = LiveReply(message_id)
+            self._live[message_id] = live
+
+        def create() -> None:
+            task = loop.create_task(generate(live))
+            self._tasks[message_id] = task
+            task.add_done_callback(lambda _: self._forget(message_id))
+
+        loop.call_soon_threadsafe(create)
+        return live
+
+    def _forget(self, message_id: int) -> None:
+        with self._lock:
+            self._tasks.pop(message_id, None)
+            self._live.pop(message_id, None)
+
+    def get(self, message_id: int) -> LiveReply | None:
+        with self._lock:
+            return self._live.get(message_id)
+
+    def cancel(self, message_id: int) -> bool:
+        """Ask a generation to stop; it closes its request to the model server and saves."""
+        with self._lock:
+            live = self._live.get(message_id)
+            loop = self._loop
+        if live is None or loop is None:
+            return False
+
+        def cancel() -> None:
+            task = self._tasks.get(message_id)
+            if task is not None:
+                task.cancel()
+
+        loop.call_soon_threadsafe(cancel)
+        return True
+
+    def active(self) -> list[int]:
+        with self._lock:
+            return list(self._live)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no generation runs here (tests and shutdown use it)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.active():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    async def db(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
+
+    def close_db_connections(self) -> None:
+        from django.db import connections
+
+        self._db.submit(connections.close_all).result()
+
+
+runner = Runner()

@@ -1,0 +1,69 @@
+"""Reads. Every query that takes a user only ever returns that user's rows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from .models import Conversation, Message
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+    User = AbstractBaseUser | AnonymousUser
+
+
+def conversation_list(*, user: User) -> QuerySet[Conversation]:
+    """The sidebar: most recently active first (one indexed query)."""
+    return Conversation.objects.filter(owner=user).only("id", "title", "updated")[
+        : settings.CHAT_SIDEBAR_LIMIT
+    ]
+
+
+def conversation_get(*, user: User, conversation_id: int) -> Conversation:
+    """The user's conversation, or 404 — also for other users' ids."""
+    return get_object_or_404(Conversation, pk=conversation_id, owner=user)
+
+
+def message_get(*, user: User, conversation_id: int, message_id: int) -> Message:
+    return get_object_or_404(
+        Message.objects.select_related("conversation"),
+        pk=message_id,
+        conversation_id=conversation_id,
+        conversation__owner=user,
+    )
+
+
+def thread(*, conversation: Conversation) -> list[Message]:
+    return list(conversation.messages.all())
+
+
+def in_flight_reply(*, conversation: Conversation) -> Message | None:
+    return conversation.messages.filter(
+        role=Message.Role.ASSISTANT, status__in=Message.IN_FLIGHT
+    ).last()
+
+
+def model_context(*, reply: Message) -> list[dict[str, str]]:
+    """What the model is sent for `reply`: the system prompt, then the earlier turns.
+
+    Only user text and finished (complete or stopped) reply text is sent — never error
+    text, never a failed attempt, never anything after the message being answered.
+    """
+    conversation = reply.conversation
+    turns = conversation.messages.filter(pk__lt=reply.pk)
+    if reply.parent_id is not None:
+        turns = turns.filter(pk__lte=reply.parent_id)
+    context: list[dict[str, str]] = []
+    if conversation.system_prompt.strip():
+        context.append({"role": "system", "content": conversation.system_prompt})
+    for message in turns.only("role", "content", "status"):
+        if message.role == Message.Role.USER or (
+            message.status in (Message.Status.COMPLETE, Message.Status.STOPPED)
+            and message.content
+        ):
+            context.append({"role": message.role, "content": message.content})
+    return context

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.html import escape
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import push_url, reswap, retarget
+
+from . import selectors, services
+from .forms import MessageForm, SignupForm
+from .models import Conversation, Message
+from .runner import runner
+
+TEMPLATE = "conversations/chat.html"
+KEEPALIVE_SECONDS = 15.0
+DB_POLL_SECONDS = 0.5
+
+
+def _page_context(
+    request: HttpRequest, conversation: Conversation | None, form: MessageForm | None = None
+) -> dict[str, Any]:
+    thread: list[Message] = []
+    if conversation is not None:
+        services.replies_interrupt_stale(conversation=conversation)
+        thread = selectors.thread(conversation=conversation)
+    return {
+        "conversation": conversation,
+        "conversations": selectors.conversation_list(user=request.user),
+        "thread": thread,
+        "last_id": thread[-1].pk if thread else None,
+        "busy": any(m.is_in_flight for m in thread),
+        "form": form or MessageForm(),
+    }
+
+
+@login_required
+@require_GET
+def chat(request: HttpRequest) -> HttpResponse:
+    return render(request, TEMPLATE, _page_context(request, None))
+
+
+@login_required
+@require_GET
+def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    return render(request, TEMPLATE, _page_context(request, conv))
+
+
+def _composer_error(
+    request: HttpRequest, conversation: Conversation | None, form: MessageForm, status: int
+) -> HttpResponse:
+    """Refused input: the composer with its error inline (HTMX), or the page (no JS)."""
+    context = _page_context(request, conversation, form)
+    if request.htmx:
+        response = render(request, f"{TEMPLATE}#composer", context, status=status)
+        return reswap(retarget(response, "#composer"), "outerHTML")
+    return render(request, TEMPLATE, context, status=status)
+
+
+@login_required
+@require_POST
+def send(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+    conv = (
+        selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+        if conversation_id is not None
+        else None
+    )
+    form = MessageForm(request.POST)
+    if not form.is_valid():
+        return _composer_error(request, conv, form, status=422)
+    try:
+        new_conv, question, reply = services.message_send(
+            user=request.user, conversation=conv, content=form.cleaned_data["content"]
+        )
+    except services.ConversationBusy as exc:
+        form.add_error("content", exc.message)
+        return _composer_error(request, conv, form, status=409)
+
+    if not request.htmx:
+        # Without JavaScript there is no stream to watch: answer once the reply is done.
+        services.wait_for_reply(reply=reply, timeout=settings.CHAT_NOJS_WAIT)
+        return redirect(new_conv)
+
+    if conv is None:
+        # The first message: show the whole new conversation and move the URL to it.
+        context = _page_context(request, new_conv)
+        html = render_to_string(f"{TEMPLATE}#chat", context, request=request)
+        response = HttpResponse(html + _sidebar_oob(request, new_conv))
+        response = reswap(retarget(response, "#chat"), "innerHTML")
+        return push_url(response, new_conv.get_absolute_url())
+    context = {"thread": [question, reply], "last_id": reply.pk}
+    html = render_to_string(f"{TEMPLATE}#messages", context, request=request)
+    return HttpResponse(html + _sidebar_oob(request, new_conv))
+
+
+def _sidebar_oob(request: HttpRequest, conversation: Conversation) -> str:
+    return render_to_string(
+        f"{TEMPLATE}#sidebar",
+        {
+            "conversation": conversation,
+            "conversations": selectors.conversation_list(user=request.user),
+            "oob": True,
+        },
+        request=request,
+    )
+
+
+def _message_response(request: HttpRequest, message: Message) -> HttpResponse:
+    if not request.htmx:
+        return redirect(message.conversation)
+    return HttpResponse(render_message(message.pk, request=request))
+
+
+def render_message(message_id: int, request: HttpRequest | None = None) -> str:
+    message = Message.objects.get(pk=message_id)
+    is_last = not Message.objects.filter(
+        conversation_id=message.conversation_id, pk__gt=message.pk
+    ).exists()
+    return render_to_string(
+        f"{TEMPLATE}#message",
+        {"message": message, "last_id": message.pk if is_last else None},
+        request=request,
+    )
+
+
+@login_required
+@require_POST
+def stop(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+    reply = selectors.message_get(
+        user=request.user, conversation_id=conversation_id, message_id=message_id
+    )
+    services.reply_stop(reply=reply)
+    return _message_response(request, reply)
+
+
+@login_required
+@require_POST
+def retry(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+    reply = selectors.message_get(
+        user=request.user, conversation_id=conversation_id, message_id=message_id
+    )
+    if reply.role != Message.Role.ASSISTANT or reply.status not in (
+        Message.Status.ERROR,
+        Message.Status.INTERRUPTED,
+    ):
+        return HttpResponse("Only a failed or interrupted reply can be retried.", status=400)
+    try:
+        new = services.reply_retry(reply=reply)
+    except services.ConversationBusy as exc:
+        return HttpResponse(exc.message, status=409)
+    if not request.htmx:
+        services.wait_for_reply(reply=new, timeout=settings.CHAT_NOJS_WAIT)
+        return redirect(reply.conversation)
+    old = render_to_string(
+        f"{TEMPLATE}#message", {"message": reply, "oob": True}, request=request
+    )
+    return HttpResponse(render_message(new.pk, request=request) + old)
+
+
+# --- Server-sent events --------------------------------------------------------------
+
+
+def _sse(event: str, data: str, event_id: int | None = None) -> str:
+    lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return head + f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+def _stale_check(message_id: int) -> Message:
+    message = Message.objects.select_related("conversation__owner").get(pk=message_id)
+    if message.is_in_flight:
+        services.replies_interrupt_stale(conversation=message.conversation)
+        message.refresh_from_db()
+    return message
+
+
+async def _reply_events(message: Message, offset: int) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    live = runner.get(message.pk)
+    if live is not None:
+        while True:
+            snap = live.snapshot()
+            if len(snap.text) > offset:
+                yield _sse("delta", escape(snap.text[offset:]), len(snap.text))
+                offset = len(snap.text)
+            if snap.done:
+                break
+            if not await live.changed(snap.version, KEEPALIVE_SECONDS):
+                yield ": keep-alive\n\n"
+    else:
+        # Generated by another process, or by none any more: follow the database.
+        idle = 0.0
+        while True:
+            current = await sync_to_async(_stale_check)(message.pk)
+            if len(current.content) > offset:
+                yield _sse("delta", escape(current.content[offset:]), len(current.content))
+                offset = len(current.content)
+                idle = 0.0
+            if not current.is_in_flight:
+                break
+            await asyncio.sleep(DB_POLL_SECONDS)
+            idle += DB_POLL_SECONDS
+            if idle >= KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                idle = 0.0
+    yield _sse("done", await sync_to_async(render_message)(message.pk))
+
+
+async def reply_stream(request: HttpRequest, conversation_id: int, message_id: int) -> Any:
+    """The reply as it grows: `delta` events of escaped text, then `done` with the final HTML.
+
+    Watching is all this does: closing it never stops the reply.
+    """
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    message = (
+        await Message.objects.filter(
+            pk=message_id, conversation_id=conversation_id, conversation__owner=user
+        )
+        .select_related("conversation")
+        .afirst()
+    )
+    if message is None:
+        raise Http404("No such reply.")
+    raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
+    offset = int(raw_offset) if raw_offset.isdigit() else 0
+    response = StreamingHttpResponse(
+        _reply_events(message, offset), content_type="text/event-stream; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+
+# --- Accounts -----------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SIGNUP_ENABLED:
+        raise Http404("Sign-up is switched off on this server.")
+    if request.user.is_authenticated:
+        return redirect("chat")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user)
+        return redirect(reverse("chat"))
+    return render(request, "registration/signup.html", {"form": form})

@@ -1,0 +1,78 @@
+// Small progressive enhancements for the chat page. Everything works without this file:
+// the forms post normally and the server redirects back to the conversation.
+(function () {
+  "use strict";
+
+  function busy() {
+    return document.querySelector('#thread [data-status="pending"], #thread [data-status="streaming"]') !== null;
+  }
+
+  // While a reply is being written, the composer cannot send another one.
+  function syncComposer() {
+    var form = document.getElementById("composer");
+    if (!form) return;
+    var isBusy = busy();
+    form.dataset.busy = isBusy ? "true" : "false";
+    var button = form.querySelector("button[type=submit]");
+    if (button) button.disabled = isBusy;
+  }
+
+  function scrollThread() {
+    var thread = document.getElementById("thread");
+    if (!thread) return;
+    var nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 160;
+    if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
+  }
+
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    if (!(target instanceof HTMLTextAreaElement) || !target.closest("#composer")) return;
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      var form = target.form;
+      if (form && form.dataset.busy !== "true") form.requestSubmit();
+    }
+  });
+
+  // Grow the textarea with its content.
+  document.addEventListener("input", function (event) {
+    var target = event.target;
+    if (target instanceof HTMLTextAreaElement && target.closest("#composer")) {
+      target.style.height = "auto";
+      target.style.height = Math.min(target.scrollHeight, 240) + "px";
+    }
+  });
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (form && form.id === "composer" && event.detail.successful) {
+      var textarea = document.querySelector("#composer textarea");
+      if (textarea) {
+        textarea.value = "";
+        textarea.style.height = "auto";
+        textarea.focus();
+      }
+      var error = document.getElementById("composer-error");
+      if (error) error.textContent = "";
+      var empty = document.getElementById("empty-state");
+      if (empty) empty.remove();
+    }
+  });
+
+  // A failed request that htmx does not swap still gets a visible answer.
+  document.addEventListener("htmx:responseError", function (event) {
+    var error = document.getElementById("composer-error");
+    if (error) error.textContent = event.detail.xhr.responseText.slice(0, 300) || "The server refused the request.";
+  });
+  document.addEventListener("htmx:sendError", function () {
+    var error = document.getElementById("composer-error");
+    if (error) error.textContent = "Cannot reach chatsite. Check your connection and try again.";
+  });
+
+  ["htmx:afterSettle", "htmx:sseMessage", "htmx:sseClose", "DOMContentLoaded"].forEach(function (name) {
+    document.addEventListener(name, function () {
+      syncComposer();
+      scrollThread();
+    });
+  });
+})();
