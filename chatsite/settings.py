@@ -20,7 +20,7 @@ DEBUG = env.bool("DEBUG", default=False)
 
 _INSECURE_KEY = "django-insecure-dev-only-key-do-not-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY or SECRET_KEY.startswith("django-insecure") or SECRET_KEY == "change-me":
+if not SECRET_KEY or SECRET_KEY.startswith("django-insecure") or SECRET_KEY == "change-me":  # noqa: S105
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. With DEBUG off, chatsite refuses to start without a real "

@@ -57,7 +57,13 @@ def log_message(message: Message, *, username: str) -> None:
     """Record a saved user message, or a reply that has ended, whatever way it ended."""
     event = "message" if message.role == message.Role.USER else "reply"
     level = logging.WARNING if message.status in ("error", "interrupted") else logging.INFO
-    logger.log(level, "%s %s", event, message.pk, extra={"chat": _event(message, event=event, username=username)})
+    logger.log(
+        level,
+        "%s %s",
+        event,
+        message.pk,
+        extra={"chat": _event(message, event=event, username=username)},
+    )
 
 
 def _value(value: Any) -> str:

@@ -43,7 +43,9 @@ class LiveReply:
         with self._cond:
             return Snapshot(self._text, self._status, self._done, self._version)
 
-    def update(self, *, text: str | None = None, status: str | None = None, done: bool = False) -> None:
+    def update(
+        self, *, text: str | None = None, status: str | None = None, done: bool = False
+    ) -> None:
         with self._cond:
             if text is not None:
                 self._text = text

@@ -62,8 +62,7 @@ def model_context(*, reply: Message) -> list[dict[str, str]]:
         context.append({"role": "system", "content": conversation.system_prompt})
     for message in turns.only("role", "content", "status"):
         if message.role == Message.Role.USER or (
-            message.status in (Message.Status.COMPLETE, Message.Status.STOPPED)
-            and message.content
+            message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content
         ):
             context.append({"role": message.role, "content": message.content})
     return context

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -232,8 +232,7 @@ async def _generate(live: LiveReply) -> None:
         if reply.status not in Message.IN_FLIGHT:
             live.update(text=reply.content, status=reply.status, done=True)
             return
-        me = asyncio.current_task()
-        assert me is not None
+        me = cast("asyncio.Task[None]", asyncio.current_task())
 
         async def save_periodically() -> None:
             while True:

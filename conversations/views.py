@@ -162,9 +162,7 @@ def retry(request: HttpRequest, conversation_id: int, message_id: int) -> HttpRe
     if not request.htmx:
         services.wait_for_reply(reply=new, timeout=settings.CHAT_NOJS_WAIT)
         return redirect(reply.conversation)
-    old = render_to_string(
-        f"{TEMPLATE}#message", {"message": reply, "oob": True}, request=request
-    )
+    old = render_to_string(f"{TEMPLATE}#message", {"message": reply, "oob": True}, request=request)
     return HttpResponse(render_message(new.pk, request=request) + old)
 
 
@@ -242,7 +240,6 @@ async def reply_stream(request: HttpRequest, conversation_id: int, message_id: i
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
-
 
 
 # --- Accounts -----------------------------------------------------------------------

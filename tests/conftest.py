@@ -7,6 +7,7 @@ from django.test import Client
 
 from conversations.runner import runner
 from tests.factories import PASSWORD, UserFactory
+from tests.servers import LiveASGIServer
 
 
 @pytest.fixture
@@ -74,43 +75,6 @@ def fake_openai(_fake_openai_server, settings):
     yield _fake_openai_server
     # Let any generation finish before the next test resets the script.
     runner.wait_idle(15)
-
-
-class LiveASGIServer:
-    def __init__(self) -> None:
-        import socket
-        import threading
-
-        import uvicorn
-        from django.core.asgi import get_asgi_application
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        config = uvicorn.Config(
-            get_asgi_application(), host="127.0.0.1", port=self.port, log_level="warning",
-            lifespan="off",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="session")

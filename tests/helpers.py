@@ -10,7 +10,9 @@ from conversations.runner import runner
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
-def send(client: Client, content: str, conversation: Conversation | None = None, *, htmx: bool = True):
+def send(
+    client: Client, content: str, conversation: Conversation | None = None, *, htmx: bool = True
+):
     url = reverse("send", args=[conversation.pk]) if conversation else reverse("send_new")
     return client.post(url, {"content": content}, **(HTMX if htmx else {}))
 

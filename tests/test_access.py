@@ -23,7 +23,9 @@ def owned(owner):
     """A conversation of alice's with a finished, an in-flight and a failed reply."""
     question = MessageFactory(conversation__owner=owner, content="alice's secret question")
     conversation = question.conversation
-    reply = ReplyFactory(conversation=conversation, parent=question, content="alice's secret answer")
+    reply = ReplyFactory(
+        conversation=conversation, parent=question, content="alice's secret answer"
+    )
     return conversation, reply
 
 
@@ -50,9 +52,7 @@ def test_every_page_requires_login(client, owned):
 
 
 @pytest.mark.django_db
-def test_a_stranger_gets_404_on_every_url_of_someone_elses_conversation(
-    stranger_client, owned
-):
+def test_a_stranger_gets_404_on_every_url_of_someone_elses_conversation(stranger_client, owned):
     conversation, reply = owned
     for method, url in _urls(conversation, reply):
         response = getattr(stranger_client, method)(
@@ -167,7 +167,11 @@ def test_login_and_logout(client, owner):
 def test_signup_creates_an_account_and_logs_in(client):
     response = client.post(
         reverse("signup"),
-        {"username": "newbie", "password1": "a-long-passphrase-42", "password2": "a-long-passphrase-42"},
+        {
+            "username": "newbie",
+            "password1": "a-long-passphrase-42",
+            "password2": "a-long-passphrase-42",
+        },
     )
     assert response.status_code == 302
     assert client.get(reverse("chat")).status_code == 200
@@ -179,14 +183,22 @@ def test_signup_can_be_switched_off(client, settings):
     assert client.get(reverse("signup")).status_code == 404
     response = client.post(
         reverse("signup"),
-        {"username": "newbie", "password1": "a-long-passphrase-42", "password2": "a-long-passphrase-42"},
+        {
+            "username": "newbie",
+            "password1": "a-long-passphrase-42",
+            "password2": "a-long-passphrase-42",
+        },
     )
     assert response.status_code == 404
     assert "Sign up" not in client.get(reverse("login")).content.decode()
 
 
 def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE"}}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE"}
+    }
     return subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,

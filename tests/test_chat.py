@@ -7,14 +7,16 @@ import pytest
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
-from tests.fake_openai import Reply, validate_request
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.fake_openai import Reply, validate_request
 from tests.helpers import HTMX, finished, last_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_first_message_creates_conversation_with_provisional_title(owner_client, owner, fake_openai):
+def test_first_message_creates_conversation_with_provisional_title(
+    owner_client, owner, fake_openai
+):
     fake_openai.script(Reply(tokens=["Paris", " is", " the", " capital."]))
     response = send(owner_client, "What is the capital of France and why is it there?")
     assert response.status_code == 200
@@ -176,9 +178,7 @@ def test_stop_without_javascript_redirects_back(owner_client, fake_openai):
 
 def test_stopping_a_finished_reply_changes_nothing(owner_client, owner):
     reply = ReplyFactory(conversation__owner=owner, content="Done already")
-    response = owner_client.post(
-        reverse("stop", args=[reply.conversation_id, reply.pk]), **HTMX
-    )
+    response = owner_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]), **HTMX)
     assert response.status_code == 200
     reply.refresh_from_db()
     assert reply.status == Message.Status.COMPLETE
@@ -193,9 +193,19 @@ def test_stopping_a_finished_reply_changes_nothing(owner_client, owner):
         (Reply(status=500), "internal error"),
         (Reply(status=503), "internal error"),
         (Reply(status=404), "was not found"),
-        (Reply(status=400, error_message="This model's maximum context length is 10"), "maximum context length"),
+        (
+            Reply(status=400, error_message="This model's maximum context length is 10"),
+            "maximum context length",
+        ),
     ],
-    ids=["bad-key", "rate-limited", "server-error", "unavailable", "model-not-found", "bad-request"],
+    ids=[
+        "bad-key",
+        "rate-limited",
+        "server-error",
+        "unavailable",
+        "model-not-found",
+        "bad-request",
+    ],
 )
 def test_each_model_error_gives_its_message_and_keeps_the_user_message(
     owner_client, fake_openai, scripted, expected
@@ -239,16 +249,12 @@ def test_an_unreachable_server_gives_a_clear_message(owner_client, settings, fak
     assert "Cannot reach the model server at http://127.0.0.1:9/v1" in reply.error
 
 
-def test_retry_answers_the_same_message_again_and_keeps_the_failed_reply(
-    owner_client, fake_openai
-):
+def test_retry_answers_the_same_message_again_and_keeps_the_failed_reply(owner_client, fake_openai):
     fake_openai.script(Reply(status=500), Reply(tokens=["Second", " time", " lucky"]))
     send(owner_client, "Try twice")
     failed = finished(last_reply())
     assert failed.status == Message.Status.ERROR
-    response = owner_client.post(
-        reverse("retry", args=[failed.conversation_id, failed.pk]), **HTMX
-    )
+    response = owner_client.post(reverse("retry", args=[failed.conversation_id, failed.pk]), **HTMX)
     assert response.status_code == 200
     new = finished(last_reply())
     assert new.pk != failed.pk
@@ -258,9 +264,7 @@ def test_retry_answers_the_same_message_again_and_keeps_the_failed_reply(
     failed.refresh_from_db()
     assert failed.status == Message.Status.ERROR  # kept, not deleted
     # The retry's context has the question once and no error text.
-    assert fake_openai.requests[-1]["messages"][1:] == [
-        {"role": "user", "content": "Try twice"}
-    ]
+    assert fake_openai.requests[-1]["messages"][1:] == [{"role": "user", "content": "Try twice"}]
     # The old reply is re-rendered without its Retry button.
     html = response.content.decode()
     assert f'id="m-{failed.pk}"' in html

@@ -31,9 +31,7 @@ def _new_events(path: Path, before: int) -> list[dict]:
     return log_events(path)[before:]
 
 
-def test_the_user_message_and_the_finished_reply_are_logged(
-    owner_client, fake_openai, log_path
-):
+def test_the_user_message_and_the_finished_reply_are_logged(owner_client, fake_openai, log_path):
     before = len(log_events(log_path))
     fake_openai.script(Reply(tokens=["Line one\n", "line two"]))
     send(owner_client, "Multi\nline question")
@@ -101,7 +99,8 @@ def test_the_console_gets_one_short_line_per_turn(owner_client, fake_openai):
     from conversations.chatlog import ConsoleFormatter
 
     handler = next(
-        h for h in logging.getLogger("chatsite.chat").handlers
+        h
+        for h in logging.getLogger("chatsite.chat").handlers
         if isinstance(h.formatter, ConsoleFormatter)
     )
     stream = io.StringIO()
@@ -150,6 +149,10 @@ def test_the_log_rotates_by_size_keeping_old_files(tmp_path):
         )
     rotated = sorted(p.name for p in tmp_path.iterdir())
     assert rotated == ["chat.log", "chat.log.1", "chat.log.2"]
-    texts = [e["text"] for p in ("chat.log.2", "chat.log.1", "chat.log") for e in log_events(tmp_path / p)]
+    texts = [
+        e["text"]
+        for p in ("chat.log.2", "chat.log.1", "chat.log")
+        for e in log_events(tmp_path / p)
+    ]
     assert texts[-1].startswith("entry 5")
     assert all(path.stat().st_size <= 600 for path in tmp_path.iterdir())

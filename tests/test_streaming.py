@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Message
-from tests.fake_openai import Reply
 from tests.factories import MessageFactory, ReplyFactory
+from tests.fake_openai import Reply
 from tests.helpers import HTMX, finished, last_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -208,9 +208,7 @@ def test_the_stream_of_a_reply_from_a_dead_server_ends_as_interrupted(
     asgi_server, owner_client, owner, settings
 ):
     settings.CHAT_STALE_AFTER = 0.3
-    reply = ReplyFactory(
-        conversation__owner=owner, content="Half", status=Message.Status.STREAMING
-    )
+    reply = ReplyFactory(conversation__owner=owner, content="Half", status=Message.Status.STREAMING)
     with _http(asgi_server, owner_client) as http:
         with http.stream("GET", stream_url(reply)) as response:
             received = [(e, d) for e, d, _ in events(response)]
