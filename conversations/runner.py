@@ -36,6 +36,8 @@ class LiveReply:
         self._status = "pending"
         self._done = False
         self._version = 0
+        # Set by Stop: a generation that had not begun yet ends as stopped at once.
+        self.stop_requested = False
         self._cond = threading.Condition()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
 
@@ -121,7 +123,15 @@ class Runner:
         def create() -> None:
             task = loop.create_task(generate(live))
             self._tasks[message_id] = task
-            task.add_done_callback(lambda _: self._forget(message_id))
+            task.add_done_callback(done)
+
+        def done(task: asyncio.Task[None]) -> None:
+            if task.cancelled() and not live.snapshot().done:
+                # Cancelled before its first step, so its own clean-up never ran: run it
+                # again; seeing stop_requested, it records the reply as stopped.
+                create()
+                return
+            self._forget(message_id)
 
         loop.call_soon_threadsafe(create)
         return live
@@ -142,6 +152,7 @@ class Runner:
             loop = self._loop
         if live is None or loop is None:
             return False
+        live.stop_requested = True
 
         def cancel() -> None:
             task = self._tasks.get(message_id)

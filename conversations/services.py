@@ -8,6 +8,7 @@ text so far and a status are saved and logged.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
 logger = logging.getLogger(__name__)
+
+INTERRUPTED_ERROR = (
+    "The server stopped while this reply was being written. The text so far is kept."
+)
 
 # With no new token, a generation still records a sign of life this often, so that a
 # slow model is never mistaken for a dead server.
@@ -155,7 +160,7 @@ def replies_interrupt_stale(*, conversation: Conversation) -> int:
             pk=message.pk, status__in=Message.IN_FLIGHT, updated__lt=cutoff
         ).update(
             status=Message.Status.INTERRUPTED,
-            error="The server stopped while this reply was being written. The text so far is kept.",
+            error=INTERRUPTED_ERROR,
         )
         if changed:
             message.refresh_from_db()
@@ -232,6 +237,8 @@ async def _generate(live: LiveReply) -> None:
         if reply.status not in Message.IN_FLIGHT:
             live.update(text=reply.content, status=reply.status, done=True)
             return
+        if live.stop_requested:
+            raise asyncio.CancelledError
         me = cast("asyncio.Task[None]", asyncio.current_task())
 
         async def save_periodically() -> None:
@@ -274,6 +281,40 @@ async def _generate(live: LiveReply) -> None:
         await runner.db(_finish, message_id, progress, status, error, total_ms)
     finally:
         live.update(text=progress.text, status=status, done=True)
+
+
+def replies_interrupt_live() -> int:
+    """Record the replies this process is still generating as interrupted, text kept.
+
+    Runs when the process exits cleanly (a restart, a deploy), so that such replies say
+    at once what happened instead of after CHAT_STALE_AFTER.
+    """
+    count = 0
+    for message_id in runner.active():
+        live = runner.get(message_id)
+        if live is None:
+            continue
+        changed = Message.objects.filter(pk=message_id, status__in=Message.IN_FLIGHT).update(
+            content=live.snapshot().text,
+            status=Message.Status.INTERRUPTED,
+            error=INTERRUPTED_ERROR,
+            updated=timezone.now(),
+        )
+        if changed:
+            count += 1
+            reply = Message.objects.select_related("conversation__owner").get(pk=message_id)
+            chatlog.log_message(reply, username=reply.conversation.owner.get_username())
+    return count
+
+
+def _interrupt_live_at_exit() -> None:
+    try:
+        replies_interrupt_live()
+    except Exception:  # the database may already be gone; the stale sweep covers that
+        logger.exception("Could not record interrupted replies at exit")
+
+
+atexit.register(_interrupt_live_at_exit)
 
 
 def wait_for_reply(*, reply: Message, timeout: float) -> None:

@@ -296,3 +296,15 @@ def test_a_recorded_openai_stream_is_saved_exactly(owner_client, fake_openai):
     assert reply.content
     assert reply.completion_tokens is not None
     assert reply.model.startswith("gpt-4o")
+
+
+def test_stop_right_after_send_records_the_reply_as_stopped(owner_client, fake_openai):
+    """Stop may arrive before the generation has even begun; it must still end cleanly."""
+    fake_openai.script(Reply(first_delay=1))
+    for _ in range(5):
+        send(owner_client, "Quick stop", Conversation.objects.first())
+        reply = last_reply()
+        owner_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]), **HTMX)
+        reply = finished(reply)
+        assert reply.status == Message.Status.STOPPED
+        assert reply.total_ms is not None

@@ -104,3 +104,37 @@ def test_runserver_serves_asgi_and_streams_replies(runserver, fake_openai):
     # Pieces arrived spread over time, not buffered into one lump.
     assert len(deltas) >= 3
     assert deltas[-1][1] - deltas[0][1] > 0.2
+
+
+def test_a_restart_mid_reply_leaves_it_interrupted_with_its_text(runserver, fake_openai, tmp_path):
+    import signal
+    import sqlite3
+
+    url, proc = runserver
+    fake_openai.script(Reply(tokens=["k "] * 200, delay=0.05))
+    with httpx2.Client(base_url=url, timeout=10) as http:
+        login = http.get("/accounts/login/").text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login).group(1)
+        http.post(
+            "/accounts/login/",
+            data={"csrfmiddlewaretoken": token, "username": "rs", "password": "pw-rs-12345"},
+        )
+        response = http.post(
+            "/send/",
+            data={"content": "long one"},
+            headers={"HX-Request": "true", "X-CSRFToken": http.cookies["csrftoken"]},
+        )
+        assert response.status_code == 200
+    db = sqlite3.connect(tmp_path / "db.sqlite3")
+    query = "SELECT status, content FROM conversations_message WHERE role='assistant'"
+    deadline = time.monotonic() + 10
+    while not (db.execute(query).fetchone() or ("", ""))[1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(15)
+    status, content = db.execute(query).fetchone()
+    assert status == "interrupted"
+    assert content.startswith("k k")
+    assert '"interrupted"' in (tmp_path / "chat.log").read_text()
