@@ -4,7 +4,6 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth.forms import UserCreationForm
 from django.core.validators import MaxLengthValidator
 
 
@@ -38,7 +37,3 @@ class MessageForm(forms.Form):
                 ),
             )
         )
-
-
-class SignupForm(UserCreationForm):
-    pass

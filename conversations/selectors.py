@@ -11,9 +11,7 @@ from django.shortcuts import get_object_or_404
 from .models import Conversation, Message
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-
-    User = AbstractBaseUser | AnonymousUser
+    from django.contrib.auth.models import User
 
 
 def conversation_list(*, user: User) -> QuerySet[Conversation]:

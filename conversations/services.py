@@ -24,7 +24,7 @@ from .models import Conversation, Message
 from .runner import LiveReply, runner
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def provisional_title(text: str, *, words: int = 8, chars: int = 60) -> str:
 
 @transaction.atomic
 def _create_turn(
-    *, user: AbstractBaseUser, conversation: Conversation | None, content: str
+    *, user: User, conversation: Conversation | None, content: str
 ) -> tuple[Conversation, Message, Message]:
     if conversation is None:
         conversation = Conversation.objects.create(
@@ -88,7 +88,7 @@ def _create_turn(
 
 
 def message_send(
-    *, user: AbstractBaseUser, conversation: Conversation | None, content: str
+    *, user: User, conversation: Conversation | None, content: str
 ) -> tuple[Conversation, Message, Message]:
     """Save the user's message (creating the conversation if needed) and start the reply.
 

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -17,18 +19,30 @@ from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import push_url, reswap, retarget
 
+if TYPE_CHECKING:
+    from django_htmx.middleware import HtmxDetails
+
 from . import selectors, services
-from .forms import MessageForm, SignupForm
+from .forms import MessageForm
 from .models import Conversation, Message
 from .runner import runner
 
 TEMPLATE = "conversations/chat.html"
+
+
+class Request(HttpRequest):
+    """What the views behind @login_required get: HtmxMiddleware's details and a real user."""
+
+    htmx: HtmxDetails
+    user: User
+
+
 KEEPALIVE_SECONDS = 15.0
 DB_POLL_SECONDS = 0.5
 
 
 def _page_context(
-    request: HttpRequest, conversation: Conversation | None, form: MessageForm | None = None
+    request: Request, conversation: Conversation | None, form: MessageForm | None = None
 ) -> dict[str, Any]:
     thread: list[Message] = []
     if conversation is not None:
@@ -46,19 +60,19 @@ def _page_context(
 
 @login_required
 @require_GET
-def chat(request: HttpRequest) -> HttpResponse:
+def chat(request: Request) -> HttpResponse:
     return render(request, TEMPLATE, _page_context(request, None))
 
 
 @login_required
 @require_GET
-def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def conversation(request: Request, conversation_id: int) -> HttpResponse:
     conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
     return render(request, TEMPLATE, _page_context(request, conv))
 
 
 def _composer_error(
-    request: HttpRequest, conversation: Conversation | None, form: MessageForm, status: int
+    request: Request, conversation: Conversation | None, form: MessageForm, status: int
 ) -> HttpResponse:
     """Refused input: the composer with its error inline (HTMX), or the page (no JS)."""
     context = _page_context(request, conversation, form)
@@ -70,7 +84,7 @@ def _composer_error(
 
 @login_required
 @require_POST
-def send(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
     conv = (
         selectors.conversation_get(user=request.user, conversation_id=conversation_id)
         if conversation_id is not None
@@ -104,7 +118,7 @@ def send(request: HttpRequest, conversation_id: int | None = None) -> HttpRespon
     return HttpResponse(html + _sidebar_oob(request, new_conv))
 
 
-def _sidebar_oob(request: HttpRequest, conversation: Conversation) -> str:
+def _sidebar_oob(request: Request, conversation: Conversation) -> str:
     return render_to_string(
         f"{TEMPLATE}#sidebar",
         {
@@ -116,7 +130,7 @@ def _sidebar_oob(request: HttpRequest, conversation: Conversation) -> str:
     )
 
 
-def _message_response(request: HttpRequest, message: Message) -> HttpResponse:
+def _message_response(request: Request, message: Message) -> HttpResponse:
     if not request.htmx:
         return redirect(message.conversation)
     return HttpResponse(render_message(message.pk, request=request))
@@ -136,7 +150,7 @@ def render_message(message_id: int, request: HttpRequest | None = None) -> str:
 
 @login_required
 @require_POST
-def stop(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+def stop(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     reply = selectors.message_get(
         user=request.user, conversation_id=conversation_id, message_id=message_id
     )
@@ -146,7 +160,7 @@ def stop(request: HttpRequest, conversation_id: int, message_id: int) -> HttpRes
 
 @login_required
 @require_POST
-def retry(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+def retry(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     reply = selectors.message_get(
         user=request.user, conversation_id=conversation_id, message_id=message_id
     )
@@ -251,7 +265,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         raise Http404("Sign-up is switched off on this server.")
     if request.user.is_authenticated:
         return redirect("chat")
-    form = SignupForm(request.POST or None)
+    form: UserCreationForm[User] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user)
