@@ -1,0 +1,252 @@
+"""The staff's view of every conversation and message, and bulk exports of them.
+
+Messages are read-only here: they are a record of what was said and generated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, StreamingHttpResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator, smart_split, unescape_string_literal
+
+from . import transfer
+from .models import Conversation, Message
+
+# Texts longer than this are folded into a <details> element showing the start.
+FOLD_CHARS = 300
+FOLD_LINES = 6
+LIST_PREVIEW_CHARS = 80
+
+_PRE = "white-space: pre-wrap; overflow-wrap: anywhere; max-width: 60em; margin: 0"
+
+
+def _text_html(content: str, error: str = "") -> SafeString:
+    if not content:
+        body = format_html("<em>(no text)</em>")
+    elif len(content) <= FOLD_CHARS and content.count("\n") < FOLD_LINES:
+        body = format_html('<div style="{}">{}</div>', _PRE, content)
+    else:
+        summary = Truncator(" ".join(content.split())).chars(120)
+        body = format_html(
+            '<details><summary>{} <small>({} characters)</small></summary><div style="{}">{}'
+            "</div></details>",
+            summary,
+            len(content),
+            _PRE,
+            content,
+        )
+    if error:
+        body = format_html(
+            '{}<div style="{}; color: var(--error-fg)"><strong>Error:</strong> {}</div>',
+            body,
+            _PRE,
+            error,
+        )
+    return body
+
+
+def _message_count() -> Coalesce:
+    # A correlated subquery rather than Count() over a join: the changelist's count queries
+    # and its search (which joins messages) then need no GROUP BY.
+    per_conversation = (
+        Message.objects.filter(conversation=OuterRef("pk"))
+        .order_by()
+        .values("conversation")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(per_conversation, output_field=IntegerField()), Value(0))
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fk_name = "conversation"
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = [
+        "created",
+        "role",
+        "status",
+        "text",
+        "reply_to",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "total_ms",
+    ]
+    readonly_fields = fields
+    ordering = ["created", "id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="text")
+    def text(self, message: Message) -> SafeString:
+        return _text_html(message.content, message.error)
+
+    @admin.display(description="reply to")
+    def reply_to(self, message: Message) -> str:
+        return f"#{message.parent_id}" if message.parent_id else ""
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["display_title", "owner_name", "model", "message_count", "updated", "created"]
+    list_display_links = ["display_title"]
+    list_select_related = ["owner"]
+    list_filter = [("owner", admin.RelatedOnlyFieldListFilter), "model", "updated", "created"]
+    # Message text is searched too, in get_search_results.
+    search_fields = ["title", "owner__username"]
+    search_help_text = "Finds conversations by title, by the text of any message, or by owner."
+    ordering = ["-updated", "-id"]
+    fields = ["owner", "title", "model", "system_prompt", "message_count", "created", "updated"]
+    readonly_fields = ["owner", "message_count", "created", "updated"]
+    inlines = [MessageInline]
+    actions = ["export_json", "export_csv", "export_markdown"]
+    # The chat page is its owner's only: for staff it would be a 404.
+    view_on_site = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        qs = super().get_queryset(request).select_related("owner")
+        return qs.annotate(message_count=_message_count())
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Conversation], search_term: str
+    ) -> tuple[QuerySet[Conversation], bool]:
+        """Each word must be in the title, the owner's username or the text of a message.
+
+        Messages are matched with EXISTS rather than a join, so no conversation is listed
+        twice and no DISTINCT over whole rows (or their message counts) is needed.
+        """
+        for word in smart_split(search_term):
+            if word[0] in "\"'" and word[-1] == word[0]:
+                word = unescape_string_literal(word)
+            in_messages = Exists(
+                Message.objects.filter(conversation=OuterRef("pk"), content__icontains=word)
+            )
+            queryset = queryset.filter(
+                Q(title__icontains=word) | Q(owner__username__icontains=word) | in_messages
+            )
+        return queryset, False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Conversations come from chatting or from `manage.py import_conversations`.
+        return False
+
+    @admin.display(description="title", ordering="title")
+    def display_title(self, conversation: Conversation) -> str:
+        return str(conversation)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_name(self, conversation: Conversation) -> str:
+        return conversation.owner.get_username()
+
+    @admin.display(description="messages", ordering="message_count")
+    def message_count(self, conversation: Conversation) -> int:
+        return conversation.message_count  # type: ignore[attr-defined]
+
+    def _export(
+        self, request: HttpRequest, queryset: QuerySet[Conversation], fmt: str
+    ) -> StreamingHttpResponse:
+        # The changelist's queryset carries its message counts; exports need only the rows.
+        selected = Conversation.objects.filter(pk__in=queryset.values("pk"))
+        return transfer.export_response(selected, fmt=fmt, request=request)
+
+    @admin.action(description="Export selected conversations as JSON", permissions=["view"])
+    def export_json(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> StreamingHttpResponse:
+        return self._export(request, queryset, "json")
+
+    @admin.action(description="Export selected conversations as CSV", permissions=["view"])
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> StreamingHttpResponse:
+        return self._export(request, queryset, "csv")
+
+    @admin.action(description="Export selected conversations as Markdown", permissions=["view"])
+    def export_markdown(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> StreamingHttpResponse:
+        return self._export(request, queryset, "markdown")
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "short_content",
+        "conversation_link",
+        "owner_name",
+        "role",
+        "status",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_ms",
+        "created",
+    ]
+    list_select_related = ["conversation__owner"]
+    search_fields = ["content", "conversation__title", "conversation__owner__username"]
+    search_help_text = "Finds messages by their text, their conversation's title, or owner."
+    list_filter = ["role", "status", "model", "created"]
+    ordering = ["-created", "-id"]
+    # The messages table is the big one: skip counting all of it on every page.
+    show_full_result_count = False
+    fields = [
+        "conversation",
+        "owner_name",
+        "parent",
+        "role",
+        "status",
+        "model",
+        "content",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "total_ms",
+        "created",
+        "updated",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        return super().get_queryset(request).select_related("conversation__owner")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="text")
+    def short_content(self, message: Message) -> str:
+        return Truncator(" ".join(message.content.split())).chars(LIST_PREVIEW_CHARS)
+
+    @admin.display(description="conversation", ordering="conversation__title")
+    def conversation_link(self, message: Message) -> SafeString:
+        url = reverse("admin:conversations_conversation_change", args=[message.conversation_id])
+        return format_html('<a href="{}">{}</a>', url, message.conversation)
+
+    @admin.display(description="owner", ordering="conversation__owner__username")
+    def owner_name(self, message: Message) -> str:
+        return message.conversation.owner.get_username()
