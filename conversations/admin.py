@@ -65,13 +65,13 @@ def _message_count() -> Coalesce:
     return Coalesce(Subquery(per_conversation, output_field=IntegerField()), Value(0))
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(admin.TabularInline[Message, Conversation]):
     model = Message
     fk_name = "conversation"
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = [
+    readonly_fields = (
         "created",
         "role",
         "status",
@@ -82,8 +82,8 @@ class MessageInline(admin.TabularInline):
         "completion_tokens",
         "ttft_ms",
         "total_ms",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
     ordering = ["created", "id"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -105,7 +105,7 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = ["display_title", "owner_name", "model", "message_count", "updated", "created"]
     list_display_links = ["display_title"]
     list_select_related = ["owner"]
@@ -158,7 +158,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.display(description="messages", ordering="message_count")
     def message_count(self, conversation: Conversation) -> int:
-        return conversation.message_count  # type: ignore[attr-defined]
+        return int(conversation.message_count)  # type: ignore[attr-defined]
 
     def _export(
         self, request: HttpRequest, queryset: QuerySet[Conversation], fmt: str
@@ -187,7 +187,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(admin.ModelAdmin[Message]):
     list_display = [
         "id",
         "short_content",
@@ -208,7 +208,7 @@ class MessageAdmin(admin.ModelAdmin):
     ordering = ["-created", "-id"]
     # The messages table is the big one: skip counting all of it on every page.
     show_full_result_count = False
-    fields = [
+    readonly_fields = (
         "conversation",
         "owner_name",
         "parent",
@@ -223,8 +223,8 @@ class MessageAdmin(admin.ModelAdmin):
         "total_ms",
         "created",
         "updated",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         return super().get_queryset(request).select_related("conversation__owner")

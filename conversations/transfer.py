@@ -32,7 +32,7 @@ from django.utils.dateparse import parse_datetime
 from .models import Conversation, Message
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 FORMAT = "chatsite-export"
 VERSION = 1
@@ -263,8 +263,8 @@ def export_filename(extension: str, *, prefix: str = FILENAME_PREFIX) -> str:
 async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
     # Every step runs in the request's one sync thread, so the generator keeps using the
     # same database connection (and, on PostgreSQL, the same open cursor).
-    step = sync_to_async(next, thread_sensitive=True)
-    while (chunk := await step(chunks, None)) is not None:
+    step = sync_to_async(lambda: next(chunks, None), thread_sensitive=True)
+    while (chunk := await step()) is not None:
         yield chunk
 
 
@@ -281,10 +281,11 @@ def export_response(
     which Django would build the whole export in memory before sending a byte.
     """
     exporter, content_type, extension = EXPORT_FORMATS[fmt]
-    chunks: Iterator[str] | AsyncIterator[str] = exporter(queryset)
-    if isinstance(request, ASGIRequest):
-        chunks = _async_chunks(chunks)
-    response = StreamingHttpResponse(chunks, content_type=content_type)
+    chunks: Iterator[str] = exporter(queryset)
+    body: Iterator[str] | AsyncIterator[str] = (
+        _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
+    )
+    response = StreamingHttpResponse(body, content_type=content_type)
     filename = export_filename(extension, prefix=filename_prefix)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "private, no-store"
@@ -424,7 +425,7 @@ def _parse_message(raw: Any, position: int) -> tuple[Any, Any, Message]:
     if status in Message.IN_FLIGHT:
         status = Message.Status.INTERRUPTED
     message = Message(
-        role=raw.get("role"),
+        role=str(raw.get("role", "")),
         status=status,
         content=raw.get("content", ""),
         error=raw.get("error", ""),
@@ -474,7 +475,7 @@ def _parse_entry(raw: Any) -> _Entry:
     )
 
 
-def _create(entry: _Entry, owner: AbstractBaseUser) -> None:
+def _create(entry: _Entry, owner: User) -> None:
     conversation = entry.conversation
     messages = [message for _, _, message in entry.messages]
     # auto_now(_add) overwrites timestamps on save and bulk_create, so they are written
@@ -517,7 +518,7 @@ def _skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -
     )
 
 
-def conversations_import_json(*, data: Any, owner: AbstractBaseUser | None = None) -> ImportResult:
+def conversations_import_json(*, data: Any, owner: User | None = None) -> ImportResult:
     """Recreate the conversations of a JSON export; return what was imported and skipped.
 
     `data` is the export: a parsed dict, its JSON text (str or bytes), or a file-like
@@ -536,7 +537,7 @@ def conversations_import_json(*, data: Any, owner: AbstractBaseUser | None = Non
     document = _load(data)
     result = ImportResult()
     user_model = get_user_model()
-    owners: dict[str, AbstractBaseUser | None] = {}
+    owners: dict[str, User | None] = {}
     for position, raw in enumerate(document["conversations"], start=1):
         try:
             entry = _parse_entry(raw)
