@@ -5,6 +5,7 @@ Every variable is listed, with a comment, in `.env.example`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import django_stubs_ext
@@ -135,6 +136,14 @@ WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+
+# WhiteNoise's file responses are sync iterators, which Django's ASGI handler reads in a
+# thread and warns about on every static file. Our own streams (replies, exports) are async.
+warnings.filterwarnings(
+    "ignore",
+    message="StreamingHttpResponse must consume synchronous iterators",
+    module="django.core.handlers.asgi",
+)
 
 # --- The language model -------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class Runner:
             task.add_done_callback(done)
 
         def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("Generation of reply %s failed", message_id, exc_info=task.exception())
             if task.cancelled() and not live.snapshot().done:
                 # Cancelled before its first step, so its own clean-up never ran: run it
                 # again; seeing stop_requested, it records the reply as stopped.

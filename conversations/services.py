@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -52,41 +53,31 @@ def provisional_title(text: str, *, words: int = 8, chars: int = 60) -> str:
     return first or "New chat"
 
 
-@transaction.atomic
-def _create_turn(
-    *, user: User, conversation: Conversation | None, content: str
-) -> tuple[Conversation, Message, Message]:
-    if conversation is None:
-        conversation = Conversation.objects.create(
-            owner=user,
-            title=provisional_title(content),
-            model=settings.OPENAI_MODEL,
-            system_prompt=settings.CHAT_SYSTEM_PROMPT,
-        )
-    else:
-        # Serialise sends to one conversation: two tabs can never start two replies.
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if selectors.in_flight_reply(conversation=conversation) is not None:
-            raise ConversationBusy()
+def _lock_idle(conversation_id: int) -> Conversation:
+    # Serialise sends to one conversation: two tabs can never start two replies.
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    if selectors.in_flight_reply(conversation=conversation) is not None:
+        raise ConversationBusy()
+    return conversation
+
+
+def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Message:
+    """Create the reply that the runner will write, and mark the conversation active."""
     now = timezone.now()
-    question = Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.USER,
-        content=content,
-        status=Message.Status.COMPLETE,
-    )
     reply = Message.objects.create(
         conversation=conversation,
-        parent=question,
+        parent_id=question_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
         model=conversation.model or settings.OPENAI_MODEL,
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated=now)
     conversation.updated = now
-    return conversation, question, reply
+    transaction.on_commit(lambda: reply_start(reply=reply))
+    return reply
 
 
+@transaction.atomic
 def message_send(
     *, user: User, conversation: Conversation | None, content: str
 ) -> tuple[Conversation, Message, Message]:
@@ -95,12 +86,23 @@ def message_send(
     The message is committed and logged before the model is called. Raises
     `ConversationBusy` if a reply is still being written in this conversation.
     """
-    with transaction.atomic():
-        conversation, question, reply = _create_turn(
-            user=user, conversation=conversation, content=content
+    if conversation is None:
+        conversation = Conversation.objects.create(
+            owner=user,
+            title=provisional_title(content),
+            model=settings.OPENAI_MODEL,
+            system_prompt=settings.CHAT_SYSTEM_PROMPT,
         )
-        transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
-        transaction.on_commit(lambda: reply_start(reply=reply))
+    else:
+        conversation = _lock_idle(conversation.pk)
+    question = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content=content,
+        status=Message.Status.COMPLETE,
+    )
+    transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
+    reply = _pending_reply(conversation=conversation, question_id=question.pk)
     return conversation, question, reply
 
 
@@ -112,20 +114,8 @@ def reply_start(*, reply: Message) -> LiveReply:
 @transaction.atomic
 def reply_retry(*, reply: Message) -> Message:
     """Answer the same user message again with a new reply; the failed one is kept."""
-    conversation = Conversation.objects.select_for_update().get(pk=reply.conversation_id)
-    if selectors.in_flight_reply(conversation=conversation) is not None:
-        raise ConversationBusy()
-    now = timezone.now()
-    new = Message.objects.create(
-        conversation=conversation,
-        parent_id=reply.parent_id,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.PENDING,
-        model=conversation.model or settings.OPENAI_MODEL,
-    )
-    Conversation.objects.filter(pk=conversation.pk).update(updated=now)
-    transaction.on_commit(lambda: reply_start(reply=new))
-    return new
+    conversation = _lock_idle(reply.conversation_id)
+    return _pending_reply(conversation=conversation, question_id=reply.parent_id)
 
 
 def reply_stop(*, reply: Message, wait: float = 5.0) -> Message:
@@ -277,8 +267,15 @@ async def _generate(live: LiveReply) -> None:
         logger.exception("Generating reply %s failed", message_id)
         error = "Something went wrong while writing this reply. The text so far is kept."
     total_ms = round((time.monotonic() - started) * 1000)
+    finish = asyncio.ensure_future(
+        runner.db(_finish, message_id, progress, status, error, total_ms)
+    )
     try:
-        await runner.db(_finish, message_id, progress, status, error, total_ms)
+        # However often Stop is pressed meanwhile, the ending is recorded.
+        while not finish.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(finish)
+        finish.result()
     finally:
         live.update(text=progress.text, status=status, done=True)
 

@@ -69,7 +69,9 @@
     if (error) error.textContent = "Cannot reach chatsite. Check your connection and try again.";
   });
 
-  ["htmx:afterSettle", "htmx:sseMessage", "htmx:sseClose", "DOMContentLoaded"].forEach(function (name) {
+  // afterRequest too: htmx re-enables its hx-disabled-elt (the Send button) when the request
+  // ends, after the swap that added the pending reply; settling comes 20 ms later.
+  ["htmx:afterSwap", "htmx:afterRequest", "htmx:afterSettle", "htmx:sseMessage", "htmx:sseClose", "DOMContentLoaded"].forEach(function (name) {
     document.addEventListener(name, function () {
       syncComposer();
       scrollThread();
