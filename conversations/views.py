@@ -37,6 +37,7 @@ class Request(HttpRequest):
     user: User
 
 
+TEXT = "text/plain; charset=utf-8"
 KEEPALIVE_SECONDS = 15.0
 DB_POLL_SECONDS = 0.5
 
@@ -168,11 +169,14 @@ def retry(request: Request, conversation_id: int, message_id: int) -> HttpRespon
         Message.Status.ERROR,
         Message.Status.INTERRUPTED,
     ):
-        return HttpResponse("Only a failed or interrupted reply can be retried.", status=400)
+        return HttpResponse(
+            "Only a failed or interrupted reply can be retried.", status=400, content_type=TEXT
+        )
     try:
         new = services.reply_retry(reply=reply)
     except services.ConversationBusy as exc:
-        return HttpResponse(exc.message, status=409)
+        busy = HttpResponse(exc.message, status=409, content_type=TEXT)
+        return reswap(retarget(busy, "#composer-error"), "innerHTML")
     if not request.htmx:
         services.wait_for_reply(reply=new, timeout=settings.CHAT_NOJS_WAIT)
         return redirect(reply.conversation)

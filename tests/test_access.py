@@ -221,3 +221,27 @@ def test_with_debug_off_and_no_secret_key_it_refuses_to_start(tmp_path):
         {"DEBUG": "false", "SECRET_KEY": "x" * 50, "CHAT_LOG_FILE": str(tmp_path / "c.log")}
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.django_db
+def test_an_expired_session_sends_htmx_requests_to_the_login_page(client, owned):
+    conversation, _ = owned
+    response = client.post(reverse("send", args=[conversation.pk]), {"content": "hi"}, **HTMX)
+    assert response.status_code == 200
+    assert response["HX-Redirect"].startswith("/accounts/login/?next=")
+    assert Message.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_retrying_while_a_reply_is_being_written_is_refused_inline(owner_client, owner):
+    question = MessageFactory(conversation__owner=owner)
+    failed = ReplyFactory(
+        conversation=question.conversation, parent=question, status=Message.Status.ERROR
+    )
+    ReplyFactory(conversation=question.conversation, status=Message.Status.STREAMING)
+    url = reverse("retry", args=[failed.conversation_id, failed.pk])
+    response = owner_client.post(url, **HTMX)
+    assert response.status_code == 409
+    assert response["HX-Retarget"] == "#composer-error"
+    assert "still being written" in response.content.decode()
+    assert Message.objects.count() == 3

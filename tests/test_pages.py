@@ -129,3 +129,16 @@ def test_the_sidebar_is_capped(owner_client, owner, settings):
     settings.CHAT_SIDEBAR_LIMIT = 5
     _fill(owner, 8, 0)
     assert owner_client.get("/").content.decode().count("data-conversation=") == 5
+
+
+def test_every_setting_read_from_the_environment_is_in_env_example():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    settings_py = (root / "chatsite" / "settings.py").read_text()
+    read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', settings_py))
+    example = (root / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE))
+    assert read
+    assert read <= listed, read - listed

@@ -60,9 +60,19 @@
   });
 
   // A failed request that htmx does not swap still gets a visible answer.
+  var STATUS_TEXT = {
+    403: "This page has expired. Reload it and try again.",
+    404: "That conversation no longer exists.",
+    413: "That is too much to send at once.",
+  };
   document.addEventListener("htmx:responseError", function (event) {
     var error = document.getElementById("composer-error");
-    if (error) error.textContent = event.detail.xhr.responseText.slice(0, 300) || "The server refused the request.";
+    if (!error) return;
+    var xhr = event.detail.xhr;
+    var isText = (xhr.getResponseHeader("Content-Type") || "").indexOf("text/plain") === 0;
+    error.textContent = (isText && xhr.responseText.slice(0, 300)) || STATUS_TEXT[xhr.status] ||
+      (xhr.status >= 500 ? "The server had a problem. What you see is saved; reload to carry on."
+                         : "The server refused the request (" + xhr.status + ").");
   });
   document.addEventListener("htmx:sendError", function () {
     var error = document.getElementById("composer-error");
