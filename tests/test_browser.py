@@ -200,6 +200,8 @@ def watch_stream(page: Any, full: str, n: int, timeout: float = 12.0) -> list[di
         assert sample["stopVisible"], sample
         assert sample["sendDisabled"], sample
         assert not sample["refresh"], sample
+        # Once text shows, the reply says it is streaming, no longer pending.
+        assert sample["status"] == ("streaming" if sample["text"] else "pending"), sample
         time.sleep(0.03)
     return samples
 

@@ -79,6 +79,13 @@
     if (error) error.textContent = "Cannot reach chatsite. Check your connection and try again.";
   });
 
+  // The first piece of text turns a pending reply into a streaming one.
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (event.detail.type !== "delta") return;
+    var article = event.target.closest("article[data-status]");
+    if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
+  });
+
   // afterRequest too: htmx re-enables its hx-disabled-elt (the Send button) when the request
   // ends, after the swap that added the pending reply; settling comes 20 ms later.
   ["htmx:afterSwap", "htmx:afterRequest", "htmx:afterSettle", "htmx:sseMessage", "htmx:sseClose", "DOMContentLoaded"].forEach(function (name) {
