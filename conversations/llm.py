@@ -103,8 +103,17 @@ def is_configured() -> bool:
 
 
 def server_label() -> str:
-    """Where requests go, for messages and the banner (never includes the key)."""
-    return settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+    """Where requests go, for messages and the banner: never with a key or password in it."""
+    url = httpx2.URL(settings.OPENAI_BASE_URL or "https://api.openai.com/v1")
+    return str(url.copy_with(username=None, password=None)) if url.userinfo else str(url)
+
+
+def redact(text: str) -> str:
+    """Remove the API key from text that came from outside (a provider may echo it)."""
+    key = settings.OPENAI_API_KEY
+    if key and len(key) >= 8:
+        text = text.replace(key, "***")
+    return text
 
 
 # One HTTP connection pool per event loop: an async client is bound to the loop that
@@ -142,8 +151,7 @@ def _provider_detail(exc: openai.APIStatusError) -> str:
             message = str(inner.get("message") or "")
         elif isinstance(inner, str):
             message = inner
-    message = " ".join(message.split())
-    return message[:300]
+    return redact(" ".join(message.split()))[:300]
 
 
 def translate(exc: BaseException, *, model: str) -> LLMError:
@@ -186,7 +194,7 @@ def translate(exc: BaseException, *, model: str) -> LLMError:
         return StreamBroken()
     if isinstance(exc, openai.APIError):
         # An error event inside the stream, with the server's own words.
-        detail = " ".join(str(exc.message).split())[:300]
+        detail = redact(" ".join(str(exc.message).split()))[:300]
         return LLMError(f"The model server reported an error: {detail}")
     return LLMError(f"Unexpected error talking to the model server: {type(exc).__name__}.")
 
@@ -208,7 +216,15 @@ async def stream_chat(*, messages: Iterable[dict[str, str]], model: str) -> Asyn
     }
     finished = streaming = False
     try:
-        stream = await client.chat.completions.create(**request)
+        try:
+            stream = await client.chat.completions.create(**request)
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            # Some older OpenAI-compatible servers reject stream_options: ask again without
+            # (then there is no usage to record).
+            if "stream_options" not in _provider_detail(exc):
+                raise
+            del request["stream_options"]
+            stream = await client.chat.completions.create(**request)
         streaming = True
         async with stream:
             async for event in stream:
@@ -222,6 +238,8 @@ async def stream_chat(*, messages: Iterable[dict[str, str]], model: str) -> Asyn
                 for choice in event.choices:
                     delta = choice.delta
                     text = (delta.content or "") + (getattr(delta, "refusal", None) or "")
+                    # PostgreSQL cannot store NUL in text; a model can emit it.
+                    text = text.replace("\x00", "")
                     if choice.finish_reason:
                         finished = True
                     if text or choice.finish_reason:

@@ -59,6 +59,8 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True)
     total_ms = models.PositiveIntegerField("total time (ms)", null=True, blank=True)
+    # Stop pressed in a process other than the one generating: that one stops at its next tick.
+    stop_requested = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
     # Last recorded progress of a reply; how interrupted replies are recognised.
     updated = models.DateTimeField(auto_now=True)
@@ -76,6 +78,13 @@ class Message(models.Model):
     @property
     def is_in_flight(self) -> bool:
         return self.status in self.IN_FLIGHT
+
+    @property
+    def is_retryable(self) -> bool:
+        return self.role == self.Role.ASSISTANT and self.status in (
+            self.Status.ERROR,
+            self.Status.INTERRUPTED,
+        )
 
     @property
     def total_tokens(self) -> int | None:

@@ -9,9 +9,11 @@ Watchers on any loop or thread are woken as the reply grows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,7 +62,9 @@ class LiveReply:
             self._cond.notify_all()
             waiters, self._waiters = self._waiters, set()
         for loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
+            # A watcher's loop may have closed with its request; the reply goes on.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
 
     async def changed(self, version: int, timeout: float) -> bool:
         """Wait (on any event loop) until the state moves past `version`; False on timeout."""
@@ -172,8 +176,6 @@ class Runner:
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until no generation runs here (tests and shutdown use it)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while self.active():
             if time.monotonic() > deadline:

@@ -1,0 +1,240 @@
+"""Faults in the middle of a reply, and several processes or tabs at once: nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import OperationalError, close_old_connections
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations import services
+from conversations.models import Conversation, Message
+from conversations.runner import runner
+from tests.factories import PASSWORD, MessageFactory, ReplyFactory
+from tests.fake_openai import Reply
+from tests.helpers import HTMX, finished, last_reply, log_events, send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+KEY = "sk-test-key-never-sent-anywhere-but-loopback"
+
+
+def _fail_first(monkeypatch, name: str, times: int = 1) -> list[int]:
+    """Make services.<name> raise OperationalError on its first `times` calls."""
+    real = getattr(services, name)
+    calls: list[int] = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= times:
+            raise OperationalError("database is locked (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services, name, flaky)
+    return calls
+
+
+def test_a_database_error_at_the_end_does_not_lose_the_reply(
+    owner_client, fake_openai, monkeypatch
+):
+    calls = _fail_first(monkeypatch, "_record_end", times=2)
+    fake_openai.script(Reply(tokens=["all", " of", " this", " text"]))
+    send(owner_client, "Save me")
+    reply = finished(last_reply(), timeout=15)
+    assert len(calls) == 3
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "all of this text"
+    events = [e for e in log_events(django_settings.CHAT_LOG_FILE) if e["message"] == reply.pk]
+    assert [e["status"] for e in events] == ["complete"]
+
+
+def test_a_database_error_while_streaming_does_not_stop_the_saving(
+    owner_client, fake_openai, monkeypatch, settings
+):
+    settings.CHAT_SAVE_INTERVAL = 0.05
+    calls = _fail_first(monkeypatch, "_save_progress")
+    fake_openai.script(Reply(tokens=[f"s{i} " for i in range(30)], delay=0.04))
+    send(owner_client, "Keep saving")
+    reply = last_reply()
+    lengths = set()
+    while runner.get(reply.pk) is not None:
+        lengths.add(len(Message.objects.get(pk=reply.pk).content))
+        time.sleep(0.02)
+    assert len(calls) > 5
+    # Saves went on after the failed one: several lengths between empty and complete.
+    assert len(lengths - {0, len("".join(f"s{i} " for i in range(30)))}) >= 3
+    assert finished(reply).status == Message.Status.COMPLETE
+
+
+def test_a_nul_character_from_the_model_is_dropped_not_fatal(owner_client, fake_openai):
+    fake_openai.script(Reply(tokens=["Hello", " wor\x00ld"]))
+    send(owner_client, "NUL please")
+    reply = finished(last_reply())
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "Hello world"
+
+
+def test_a_key_echoed_by_the_provider_is_never_shown_or_logged(owner_client, fake_openai):
+    fake_openai.script(Reply(status=400, error_message=f"Bad header: Bearer {KEY} rejected"))
+    send(owner_client, "Echo")
+    reply = finished(last_reply())
+    assert reply.status == Message.Status.ERROR
+    assert "Bearer *** rejected" in reply.error
+    assert KEY not in reply.error
+    with open(django_settings.CHAT_LOG_FILE, encoding="utf-8") as log:
+        assert KEY not in log.read()
+
+
+def test_credentials_in_the_base_url_are_not_shown(owner_client, fake_openai, settings):
+    settings.OPENAI_BASE_URL = "http://user:s3cr3t-token@127.0.0.1:9/v1"
+    send(owner_client, "Anyone?")
+    reply = finished(last_reply())
+    assert "Cannot reach the model server at http://127.0.0.1:9/v1" in reply.error
+    assert "s3cr3t" not in reply.error
+
+
+def test_a_reply_orphaned_by_a_dead_server_does_not_block_the_conversation(
+    owner_client, owner, fake_openai, settings
+):
+    question = MessageFactory(conversation__owner=owner, content="Before the crash")
+    orphan = ReplyFactory(
+        conversation=question.conversation,
+        parent=question,
+        content="Half",
+        status=Message.Status.STREAMING,
+    )
+    Message.objects.filter(pk=orphan.pk).update(
+        updated=timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER + 1)
+    )
+    response = send(owner_client, "After the crash", question.conversation)
+    assert response.status_code == 200
+    finished(last_reply())
+    orphan.refresh_from_db()
+    assert orphan.status == Message.Status.INTERRUPTED
+    assert orphan.content == "Half"
+    events = [e for e in log_events(django_settings.CHAT_LOG_FILE) if e["message"] == orphan.pk]
+    assert [(e["status"], e["text"]) for e in events] == [("interrupted", "Half")]
+
+
+def test_stop_from_another_process_stops_the_generator_within_a_tick(
+    owner_client, fake_openai, settings
+):
+    settings.CHAT_SAVE_INTERVAL = 0.1
+    fake_openai.script(Reply(tokens=["w "] * 100, first_delay=0.2, delay=0.3))
+    send(owner_client, "Stop me from elsewhere")
+    reply = last_reply()
+    while not Message.objects.get(pk=reply.pk).content:
+        time.sleep(0.02)
+    # What another worker's Stop does: it cannot reach this process's task.
+    asked = time.monotonic()
+    Message.objects.filter(pk=reply.pk).update(stop_requested=True)
+    assert fake_openai.disconnected.wait(5)
+    assert time.monotonic() - asked < 1.5
+    reply = finished(reply)
+    assert reply.status == Message.Status.STOPPED
+    assert not reply.stop_requested
+    events = [e for e in log_events(django_settings.CHAT_LOG_FILE) if e["message"] == reply.pk]
+    # Logged once, by the generator, with exactly the saved text.
+    assert [(e["status"], e["text"]) for e in events] == [("stopped", reply.content)]
+
+
+def test_stop_of_a_reply_nobody_generates_any_more_ends_it_at_once(owner_client, owner):
+    reply = ReplyFactory(conversation__owner=owner, content="Orphan", status="streaming")
+    started = time.monotonic()
+    response = owner_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]), **HTMX)
+    assert response.status_code == 200
+    assert time.monotonic() - started < 7
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOPPED
+    assert reply.content == "Orphan"
+    assert 'data-status="stopped"' in response.content.decode()
+
+
+def test_only_the_latest_failed_reply_can_be_retried(owner_client, owner):
+    q1 = MessageFactory(conversation__owner=owner)
+    failed = ReplyFactory(conversation=q1.conversation, parent=q1, status=Message.Status.ERROR)
+    q2 = MessageFactory(conversation=q1.conversation)
+    ReplyFactory(conversation=q1.conversation, parent=q2)
+    response = owner_client.post(reverse("retry", args=[failed.conversation_id, failed.pk]), **HTMX)
+    assert response.status_code == 400
+    assert "Only the latest reply can be retried" in response.content.decode()
+    assert Message.objects.count() == 4
+
+
+def test_two_tabs_sending_at_once_start_exactly_one_reply(owner, fake_openai):
+    conversation = MessageFactory(conversation__owner=owner).conversation
+    fake_openai.script(Reply(tokens=["only", " one"], delay=0.2))
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def tab(text: str) -> None:
+        client = Client()
+        client.login(username=owner.username, password=PASSWORD)
+        barrier.wait()
+        statuses.append(send(client, text, conversation).status_code)
+        close_old_connections()
+
+    tabs = [threading.Thread(target=tab, args=(f"tab {i}",)) for i in range(2)]
+    for t in tabs:
+        t.start()
+    for t in tabs:
+        t.join(20)
+    assert sorted(statuses) == [200, 409]
+    finished(last_reply())
+    assert len(fake_openai.requests) == 1
+    assert conversation.messages.filter(role="user").count() == 2  # the factory's + one tab's
+
+
+def test_the_database_never_lags_the_stream_by_more_than_the_save_interval(
+    owner_client, fake_openai, settings
+):
+    settings.CHAT_SAVE_INTERVAL = 0.2
+    fake_openai.script(Reply(tokens=[f"t{i} " for i in range(40)], delay=0.05))
+    send(owner_client, "Watch the saves")
+    reply = last_reply()
+    live = None
+    while live is None:
+        live = runner.get(reply.pk)
+    shown_at: list[tuple[float, int]] = []  # when each length was first visible to watchers
+    saved_at: list[tuple[float, int]] = []
+    while not live.snapshot().done:
+        shown_at.append((time.monotonic(), len(live.snapshot().text)))
+        saved_at.append((time.monotonic(), len(Message.objects.get(pk=reply.pk).content)))
+        time.sleep(0.01)
+    worst = 0.0
+    for seen, length in shown_at:
+        stored = next((t for t, n in saved_at if n >= length and t >= seen), None)
+        if stored is not None:
+            worst = max(worst, stored - seen)
+    # Text seen by a watcher reaches the database within one interval (plus slack).
+    assert worst < 0.2 + 0.25, worst
+    assert finished(reply).status == Message.Status.COMPLETE
+
+
+def test_a_stranger_cannot_stop_someone_elses_live_reply(
+    owner_client, stranger_client, fake_openai
+):
+    fake_openai.script(Reply(tokens=["mine "] * 10, delay=0.05))
+    send(owner_client, "Private")
+    reply = last_reply()
+    response = stranger_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]))
+    assert response.status_code == 404
+    reply = finished(reply)
+    assert reply.status == Message.Status.COMPLETE
+    assert not fake_openai.disconnected.is_set()
+
+
+def test_stop_before_the_model_answers_closes_the_request(owner_client, fake_openai):
+    fake_openai.script(Reply(first_delay=3))
+    send(owner_client, "Slow start")
+    fake_openai.wait_for_requests(1)
+    reply = last_reply()
+    owner_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]), **HTMX)
+    assert fake_openai.disconnected.wait(5)
+    assert finished(reply).status == Message.Status.STOPPED
+    assert Conversation.objects.get().messages.count() == 2
