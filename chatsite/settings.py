@@ -111,7 +111,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"
 LOGOUT_REDIRECT_URL = "login"
-SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=True)
+# Off unless asked for on a real server: an open sign-up lets anyone spend the model budget.
+SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=DEBUG)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -172,6 +173,24 @@ CHAT_LOG_MAX_BYTES = env.int("CHAT_LOG_MAX_BYTES", default=20 * 1024 * 1024)
 CHAT_LOG_BACKUP_COUNT = env.int("CHAT_LOG_BACKUP_COUNT", default=10)
 CHAT_LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
 
+_CHAT_FILE_HANDLER: dict[str, object] = {
+    "filename": str(CHAT_LOG_FILE),
+    "mode": "a",
+    "encoding": "utf-8",
+    "delay": True,
+    "formatter": "chat_file",
+}
+if CHAT_LOG_MAX_BYTES > 0:
+    _CHAT_FILE_HANDLER |= {
+        "class": "logging.handlers.RotatingFileHandler",
+        "maxBytes": CHAT_LOG_MAX_BYTES,
+        "backupCount": CHAT_LOG_BACKUP_COUNT,
+    }
+else:
+    # Several processes cannot share size rotation: each would rotate on its own and lines
+    # could be lost. Rotation is then logrotate's; each process reopens the moved file.
+    _CHAT_FILE_HANDLER["class"] = "logging.handlers.WatchedFileHandler"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -183,16 +202,7 @@ LOGGING = {
         "turn_ends": {"()": "conversations.chatlog.TurnEndFilter"},
     },
     "handlers": {
-        "chat_file": {
-            "class": "logging.handlers.RotatingFileHandler",
-            "filename": str(CHAT_LOG_FILE),
-            "mode": "a",
-            "maxBytes": CHAT_LOG_MAX_BYTES,
-            "backupCount": CHAT_LOG_BACKUP_COUNT,
-            "encoding": "utf-8",
-            "delay": True,
-            "formatter": "chat_file",
-        },
+        "chat_file": _CHAT_FILE_HANDLER,
         "chat_console": {
             "class": "logging.StreamHandler",
             "filters": ["turn_ends"],

@@ -8,3 +8,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("conversations.urls")),
 ]
+
+handler400 = "conversations.views.bad_request"

@@ -1,20 +1,38 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, register_converter
 
 from . import views
+
+
+class IdConverter:
+    """A database id: at most 18 digits, so it always fits a 64-bit integer.
+
+    With `int`, a longer id reaches the database and SQLite raises OverflowError (a 500).
+    """
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("send/", views.send, name="send_new"),
-    path("c/<int:conversation_id>/", views.conversation, name="conversation"),
-    path("c/<int:conversation_id>/send/", views.send, name="send"),
+    path("c/<id:conversation_id>/", views.conversation, name="conversation"),
+    path("c/<id:conversation_id>/send/", views.send, name="send"),
     path(
-        "c/<int:conversation_id>/m/<int:message_id>/stream/",
+        "c/<id:conversation_id>/m/<id:message_id>/stream/",
         views.reply_stream,
         name="reply_stream",
     ),
-    path("c/<int:conversation_id>/m/<int:message_id>/stop/", views.stop, name="stop"),
-    path("c/<int:conversation_id>/m/<int:message_id>/retry/", views.retry, name="retry"),
+    path("c/<id:conversation_id>/m/<id:message_id>/stop/", views.stop, name="stop"),
+    path("c/<id:conversation_id>/m/<id:message_id>/retry/", views.retry, name="retry"),
     path("accounts/signup/", views.signup, name="signup"),
 ]

@@ -11,11 +11,14 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import RequestDataTooBig
+from django.db import close_old_connections
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import escape
+from django.views import defaults
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import push_url, reswap, retarget
 
@@ -104,7 +107,7 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
 
     if not request.htmx:
         # Without JavaScript there is no stream to watch: answer once the reply is done.
-        services.wait_for_reply(reply=reply, timeout=settings.CHAT_NOJS_WAIT)
+        services.reply_wait(reply=reply, timeout=settings.CHAT_NOJS_WAIT)
         return redirect(new_conv)
 
     if conv is None:
@@ -165,20 +168,15 @@ def retry(request: Request, conversation_id: int, message_id: int) -> HttpRespon
     reply = selectors.message_get(
         user=request.user, conversation_id=conversation_id, message_id=message_id
     )
-    if reply.role != Message.Role.ASSISTANT or reply.status not in (
-        Message.Status.ERROR,
-        Message.Status.INTERRUPTED,
-    ):
-        return HttpResponse(
-            "Only a failed or interrupted reply can be retried.", status=400, content_type=TEXT
-        )
     try:
         new = services.reply_retry(reply=reply)
+    except services.NotRetryable as exc:
+        return HttpResponse(exc.message, status=400, content_type=TEXT)
     except services.ConversationBusy as exc:
         busy = HttpResponse(exc.message, status=409, content_type=TEXT)
         return reswap(retarget(busy, "#composer-error"), "innerHTML")
     if not request.htmx:
-        services.wait_for_reply(reply=new, timeout=settings.CHAT_NOJS_WAIT)
+        services.reply_wait(reply=new, timeout=settings.CHAT_NOJS_WAIT)
         return redirect(reply.conversation)
     old = render_to_string(f"{TEMPLATE}#message", {"message": reply, "oob": True}, request=request)
     return HttpResponse(render_message(new.pk, request=request) + old)
@@ -198,6 +196,8 @@ def _stale_check(message_id: int) -> Message:
     if message.is_in_flight:
         services.replies_interrupt_stale(conversation=message.conversation)
         message.refresh_from_db()
+    # A watcher may follow a reply for minutes: hold no database connection meanwhile.
+    close_old_connections()
     return message
 
 
@@ -251,7 +251,9 @@ async def reply_stream(request: HttpRequest, conversation_id: int, message_id: i
     if message is None:
         raise Http404("No such reply.")
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
-    offset = int(raw_offset) if raw_offset.isdigit() else 0
+    # isdigit() accepts "²", which int() refuses; anything but 1-18 ASCII digits means "from 0".
+    valid = raw_offset.isascii() and raw_offset.isdecimal() and len(raw_offset) <= 18
+    offset = int(raw_offset) if valid else 0
     response = StreamingHttpResponse(
         _reply_events(message, offset), content_type="text/event-stream; charset=utf-8"
     )
@@ -275,3 +277,20 @@ def signup(request: HttpRequest) -> HttpResponse:
         login(request, user)
         return redirect(reverse("chat"))
     return render(request, "registration/signup.html", {"form": form})
+
+
+# --- Errors -------------------------------------------------------------------------
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400. A post over DATA_UPLOAD_MAX_MEMORY_SIZE is a message far too long: say so.
+
+    The composer shows a text/plain error body as it is; other 400s get the usual page.
+    """
+    if not isinstance(exception, RequestDataTooBig):
+        return defaults.bad_request(request, exception)
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if request.headers.get("HX-Request") == "true":
+        text = f"That message is too long to send (the limit is {limit} characters)."
+        return HttpResponse(text, status=413, content_type=TEXT)
+    return HttpResponse(render_to_string("413.html", {"limit": limit}), status=413)

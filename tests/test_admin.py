@@ -433,3 +433,33 @@ def test_export_streams_through_an_async_iterator_under_asgi(staff, thread):
     assert response.is_async
     data = json.loads(async_to_sync(read)())
     assert [m["id"] for m in data["conversations"][0]["messages"]] == [m.pk for m in messages]
+
+
+def test_it_filters_conversations_by_last_activity(staff_client, owner):
+    recent = make_conversation(owner, pairs=0, title="Recent")
+    first_of_march = make_conversation(owner, pairs=0, title="First of March")
+    mid_march = make_conversation(owner, pairs=0, title="Mid March")
+    april = make_conversation(owner, pairs=0, title="April")
+    for conversation, when in [
+        (first_of_march, at(2024, 3, 1)),
+        (mid_march, at(2024, 3, 15, 12)),
+        (april, at(2024, 4, 1)),
+    ]:
+        Conversation.objects.filter(pk=conversation.pk).update(updated=when)
+
+    # The range's start is in it and its end is not.
+    in_march = staff_client.get(
+        reverse(CHANGELIST),
+        {"updated__gte": "2024-03-01 00:00:00+00:00", "updated__lt": "2024-04-01 00:00:00+00:00"},
+    )
+    assert in_march.status_code == 200
+    assert [c.pk for c in results(in_march)] == [mid_march.pk, first_of_march.pk]
+
+    # The filter's own "Past 7 days" link, as staff click it.
+    page = staff_client.get(reverse(CHANGELIST))
+    changelist = page.context["cl"]
+    spec = next(s for s in changelist.filter_specs if s.field_path == "updated")
+    link = next(c for c in spec.choices(changelist) if c["display"] == "Past 7 days")
+    past_week = staff_client.get(reverse(CHANGELIST) + link["query_string"])
+    assert "updated__gte" in link["query_string"]
+    assert [c.pk for c in results(past_week)] == [recent.pk]

@@ -117,14 +117,17 @@ def test_the_console_gets_one_short_line_per_turn(owner_client, fake_openai):
     assert "Hi there" not in lines[0]
 
 
-def _log_in_new_process(log_file: Path, text: str, **env: str) -> None:
-    code = (
-        "import django, logging; django.setup();"
+def _log_call(text: str) -> str:
+    return (
         "logging.getLogger('chatsite.chat').info('restart', extra={'chat': {'event': 'reply',"
         "'user': 'u', 'conversation': 1, 'message': 2, 'role': 'assistant', 'model': 'm',"
         "'status': 'complete', 'prompt_tokens': 1, 'completion_tokens': 1, 'ttft_ms': 1,"
         f"'total_ms': 1, 'error': '', 'text': {text!r}}}}})"
     )
+
+
+def _log_in_new_process(log_file: Path, text: str, code: str = "", **env: str) -> None:
+    code = "import django, logging; django.setup();" + (code or _log_call(text))
     env = {
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "CHAT_LOG_FILE": str(log_file),
@@ -156,3 +159,24 @@ def test_the_log_rotates_by_size_keeping_old_files(tmp_path):
     ]
     assert texts[-1].startswith("entry 5")
     assert all(path.stat().st_size <= 600 for path in tmp_path.iterdir())
+
+
+def test_with_size_rotation_off_every_process_reopens_the_log_once_it_is_moved(tmp_path):
+    log_file = tmp_path / "chat.log"
+    moved = tmp_path / "chat.log.1"
+    off = {"CHAT_LOG_MAX_BYTES": "0"}
+    _log_in_new_process(log_file, "first process", **off)
+    _log_in_new_process(log_file, "second process", **off)
+    # A process that lives through the move (logrotate's rename) writes on into the new file.
+    rotate = f"import os; os.rename({str(log_file)!r}, {str(moved)!r});"
+    lives_on = _log_call("before the move") + ";" + rotate + _log_call("after the move")
+    _log_in_new_process(log_file, "", code=lives_on, **off)
+    _log_in_new_process(log_file, "next process", **off)
+
+    assert [e["text"] for e in log_events(moved)] == [
+        "first process",
+        "second process",
+        "before the move",
+    ]
+    assert [e["text"] for e in log_events(log_file)] == ["after the move", "next process"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.log", "chat.log.1"]
