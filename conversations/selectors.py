@@ -35,6 +35,23 @@ def message_get(*, user: User, conversation_id: int, message_id: int) -> Message
     )
 
 
+async def message_find(*, user: User, conversation_id: int, message_id: int) -> Message | None:
+    """The user's message, or None — also for other users' ids (async, for the stream)."""
+    return (
+        await Message.objects.filter(
+            pk=message_id, conversation_id=conversation_id, conversation__owner=user
+        )
+        .select_related("conversation")
+        .afirst()
+    )
+
+
+def message_is_last(*, message: Message) -> bool:
+    return not Message.objects.filter(
+        conversation_id=message.conversation_id, pk__gt=message.pk
+    ).exists()
+
+
 def thread(*, conversation: Conversation) -> list[Message]:
     return list(conversation.messages.all())
 

@@ -351,6 +351,17 @@ async def _uncancellable(awaitable: Awaitable[T]) -> T:
     return future.result()
 
 
+def reply_refresh(*, message_id: int) -> Message:
+    """The reply as the database has it now, ended as interrupted if its generator died."""
+    message = Message.objects.select_related("conversation__owner").get(pk=message_id)
+    if message.is_in_flight:
+        replies_interrupt_stale(conversation=message.conversation)
+        message.refresh_from_db()
+    # A watcher may follow a reply for minutes: it holds no database connection meanwhile.
+    close_old_connections()
+    return message
+
+
 def replies_interrupt_live() -> int:
     """Record the replies this process is still generating as interrupted, text kept.
 

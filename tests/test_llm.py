@@ -74,3 +74,21 @@ def test_the_providers_auth_message_is_not_passed_on(fake_openai):
         asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))
     assert "sk-" not in info.value.user_message
     assert "OPENAI_API_KEY" in info.value.user_message
+
+
+def test_a_server_that_rejects_stream_options_is_asked_again_without(fake_openai):
+    fake_openai.script(
+        Reply(status=400, error_message="Unrecognized request argument supplied: stream_options"),
+        Reply(tokens=["fine"]),
+    )
+    chunks = asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))
+    assert "".join(c.text for c in chunks) == "fine"
+    assert "stream_options" in fake_openai.requests[0]
+    assert "stream_options" not in fake_openai.requests[1]
+
+
+def test_other_bad_requests_are_not_repeated(fake_openai):
+    fake_openai.script(Reply(status=400, error_message="maximum context length exceeded"))
+    with pytest.raises(llm.BadRequest, match="maximum context length"):
+        asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))
+    assert len(fake_openai.requests) == 1
