@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 
 from .models import Conversation, Message
@@ -14,11 +16,45 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
-def conversation_list(*, user: User) -> QuerySet[Conversation]:
-    """The sidebar: most recently active first (one indexed query)."""
-    return Conversation.objects.filter(owner=user).only("id", "title", "updated")[
-        : settings.CHAT_SIDEBAR_LIMIT
-    ]
+@dataclass(frozen=True)
+class ConversationPage:
+    conversations: list[Conversation]
+    older: str | None  # cursor of the next, older page; None at the end
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _cursor(conversation: Conversation) -> str:
+    # Whole microseconds, not float seconds: a rounded timestamp would skip or repeat rows.
+    return f"{(conversation.updated - _EPOCH) // _MICROSECOND}-{conversation.pk}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int] | None:
+    stamp, _, pk = cursor.partition("-")
+    if not (stamp.isascii() and stamp.isdecimal() and pk.isascii() and pk.isdecimal()):
+        return None
+    if len(stamp) > 18 or len(pk) > 18:
+        return None
+    return _EPOCH + int(stamp) * _MICROSECOND, int(pk)
+
+
+def conversation_list(*, user: User, older_than: str = "") -> ConversationPage:
+    """The sidebar: most recently active first, a page at a time (one indexed query).
+
+    `older_than` is the `older` cursor of the previous page; an unreadable one starts
+    from the top.
+    """
+    limit = settings.CHAT_SIDEBAR_LIMIT
+    conversations = Conversation.objects.filter(owner=user).only("id", "title", "updated")
+    after = _parse_cursor(older_than) if older_than else None
+    if after is not None:
+        updated, pk = after
+        conversations = conversations.filter(Q(updated__lt=updated) | Q(updated=updated, pk__lt=pk))
+    rows = list(conversations.order_by("-updated", "-id")[: limit + 1])
+    older = _cursor(rows[limit - 1]) if len(rows) > limit else None
+    return ConversationPage(rows[:limit], older)
 
 
 def conversation_get(*, user: User, conversation_id: int) -> Conversation:

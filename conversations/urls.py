@@ -25,6 +25,7 @@ register_converter(IdConverter, "id")
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("send/", views.send, name="send_new"),
+    path("conversations/", views.older_conversations, name="older_conversations"),
     path("c/<id:conversation_id>/", views.conversation, name="conversation"),
     path("c/<id:conversation_id>/send/", views.send, name="send"),
     path(

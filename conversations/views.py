@@ -45,7 +45,10 @@ DB_POLL_SECONDS = 0.5
 
 
 def _page_context(
-    request: Request, conversation: Conversation | None, form: MessageForm | None = None
+    request: Request,
+    conversation: Conversation | None,
+    form: MessageForm | None = None,
+    sidebar: selectors.ConversationPage | None = None,
 ) -> dict[str, Any]:
     thread: list[Message] = []
     if conversation is not None:
@@ -53,7 +56,7 @@ def _page_context(
         thread = selectors.thread(conversation=conversation)
     return {
         "conversation": conversation,
-        "conversations": selectors.conversation_list(user=request.user),
+        "sidebar": sidebar or selectors.conversation_list(user=request.user),
         "thread": thread,
         "last_id": thread[-1].pk if thread else None,
         "busy": any(m.is_in_flight for m in thread),
@@ -72,6 +75,16 @@ def chat(request: Request) -> HttpResponse:
 def conversation(request: Request, conversation_id: int) -> HttpResponse:
     conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
     return render(request, TEMPLATE, _page_context(request, conv))
+
+
+@login_required
+@require_GET
+def older_conversations(request: Request) -> HttpResponse:
+    """The next page of the sidebar: list items for htmx, the whole page without it."""
+    page = selectors.conversation_list(user=request.user, older_than=request.GET.get("before", ""))
+    if request.htmx:
+        return render(request, f"{TEMPLATE}#sidebar_items", {"sidebar": page})
+    return render(request, TEMPLATE, _page_context(request, None, sidebar=page))
 
 
 def _composer_error(
@@ -126,7 +139,7 @@ def _sidebar_oob(request: Request, conversation: Conversation) -> str:
         f"{TEMPLATE}#sidebar",
         {
             "conversation": conversation,
-            "conversations": selectors.conversation_list(user=request.user),
+            "sidebar": selectors.conversation_list(user=request.user),
             "oob": True,
         },
         request=request,

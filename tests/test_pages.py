@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html as html_lib
+import re
+
 import pytest
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
-from tests.helpers import finished, last_reply, send
+from tests.helpers import HTMX, finished, last_reply, send
 
 
 @pytest.fixture
@@ -142,3 +145,42 @@ def test_every_setting_read_from_the_environment_is_in_env_example():
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE))
     assert read
     assert read <= listed, read - listed
+
+
+@pytest.mark.django_db
+def test_older_conversations_are_reached_page_by_page(owner_client, owner, settings, stranger):
+    settings.CHAT_SIDEBAR_LIMIT = 3
+    _fill(owner, 7, 0)
+    _fill(stranger, 2, 0)
+    # Same last activity for several: the cursor must still neither skip nor repeat.
+    Conversation.objects.filter(
+        owner=owner, pk__in=list(owner.conversations.values_list("pk", flat=True)[:4])
+    ).update(updated=owner.conversations.first().updated)
+    expected = [c.pk for c in owner.conversations.order_by("-updated", "-id")]
+
+    html = owner_client.get("/").content.decode()
+    seen = [int(x) for x in re.findall(r'data-conversation="(\d+)"', html)]
+    while 'class="older"' in html:
+        url = html_lib.unescape(re.search(r'class="older"><a href="([^"]+)"', html).group(1))
+        html = owner_client.get(url, **HTMX).content.decode()
+        seen += [int(x) for x in re.findall(r'data-conversation="(\d+)"', html)]
+    assert seen == expected
+
+
+@pytest.mark.django_db
+def test_older_conversations_work_without_javascript_and_ignore_a_bad_cursor(
+    owner_client, owner, settings, django_assert_max_num_queries
+):
+    settings.CHAT_SIDEBAR_LIMIT = 2
+    _fill(owner, 5, 0)
+    first = owner_client.get("/").content.decode()
+    url = html_lib.unescape(re.search(r'class="older"><a href="([^"]+)"', first).group(1))
+    with django_assert_max_num_queries(3):
+        page = owner_client.get(url)
+    assert page.status_code == 200
+    assert "<html" in page.content.decode()
+    assert 'id="composer"' in page.content.decode()
+    for bad in ("nonsense", "-", "²-1", "9" * 40 + "-1"):
+        response = owner_client.get(reverse("older_conversations"), {"before": bad})
+        assert response.status_code == 200
+        assert response.content.decode().count("data-conversation=") == 2
