@@ -161,6 +161,10 @@ CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful as
 CHAT_SAVE_INTERVAL = env.float("CHAT_SAVE_INTERVAL", default=0.5)
 # A reply still marked streaming with no recorded progress for this long is shown as interrupted.
 CHAT_STALE_AFTER = env.float("CHAT_STALE_AFTER", default=90.0)
+if CHAT_STALE_AFTER < 30:
+    # A live generation records a sign of life every 10 s; anything near that would let
+    # other workers call healthy replies interrupted.
+    raise ImproperlyConfigured("CHAT_STALE_AFTER must be at least 30 (seconds).")
 # How long a no-JavaScript send waits for the reply before redirecting.
 CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
 CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)

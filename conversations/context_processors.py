@@ -11,7 +11,6 @@ from . import llm
 def chat(request: HttpRequest) -> dict[str, Any]:
     return {
         "llm_configured": llm.is_configured(),
-        "llm_server": llm.server_label(),
         "default_model": settings.OPENAI_MODEL,
         "signup_enabled": settings.SIGNUP_ENABLED,
     }

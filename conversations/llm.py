@@ -29,7 +29,8 @@ class LLMError(Exception):
     default_message = "The model server returned an error."
 
     def __init__(self, user_message: str | None = None) -> None:
-        self.user_message = user_message or self.default_message
+        # Provider text can hold NUL, which PostgreSQL refuses to store.
+        self.user_message = (user_message or self.default_message).replace("\x00", "")
         super().__init__(self.user_message)
 
 
@@ -103,9 +104,13 @@ def is_configured() -> bool:
 
 
 def server_label() -> str:
-    """Where requests go, for messages and the banner: never with a key or password in it."""
-    url = httpx2.URL(settings.OPENAI_BASE_URL or "https://api.openai.com/v1")
-    return str(url.copy_with(username=None, password=None)) if url.userinfo else str(url)
+    """Where requests go, for messages: never with a password, key or query in it."""
+    raw = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+    try:
+        url = httpx2.URL(raw)
+        return str(url.copy_with(username=None, password=None, query=None, fragment=None))
+    except (httpx2.InvalidURL, TypeError, ValueError):
+        return "the configured OPENAI_BASE_URL (which is not a valid URL)"
 
 
 def redact(text: str) -> str:
@@ -199,6 +204,10 @@ def translate(exc: BaseException, *, model: str) -> LLMError:
     return LLMError(f"Unexpected error talking to the model server: {type(exc).__name__}.")
 
 
+# Servers that refused stream_options once (per process).
+_NO_STREAM_OPTIONS: set[str] = set()
+
+
 async def stream_chat(*, messages: Iterable[dict[str, str]], model: str) -> AsyncIterator[Chunk]:
     """Stream a chat completion as `Chunk`s.
 
@@ -207,22 +216,30 @@ async def stream_chat(*, messages: Iterable[dict[str, str]], model: str) -> Asyn
     """
     if not is_configured():
         raise NotConfigured()
-    client = _client()
+    try:
+        client = _client()
+    except (httpx2.InvalidURL, ValueError) as exc:
+        raise NotConfigured(
+            f"OPENAI_BASE_URL is not a valid URL ({exc}). Fix it in .env and restart the server."
+        ) from exc
     request: dict[str, Any] = {
         "model": model,
         "messages": list(messages),
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if server_label() in _NO_STREAM_OPTIONS:
+        del request["stream_options"]
     finished = streaming = False
     try:
         try:
             stream = await client.chat.completions.create(**request)
         except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
             # Some older OpenAI-compatible servers reject stream_options: ask again without
-            # (then there is no usage to record).
-            if "stream_options" not in _provider_detail(exc):
+            # (then there is no usage to record), and from now on ask that server without.
+            if "stream_options" not in exc.response.text:
                 raise
+            _NO_STREAM_OPTIONS.add(server_label())
             del request["stream_options"]
             stream = await client.chat.completions.create(**request)
         streaming = True

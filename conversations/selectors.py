@@ -37,7 +37,10 @@ def _parse_cursor(cursor: str) -> tuple[datetime, int] | None:
         return None
     if len(stamp) > 18 or len(pk) > 18:
         return None
-    return _EPOCH + int(stamp) * _MICROSECOND, int(pk)
+    try:
+        return _EPOCH + int(stamp) * _MICROSECOND, int(pk)
+    except OverflowError:
+        return None
 
 
 def conversation_list(*, user: User, older_than: str = "") -> ConversationPage:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, DataError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from . import chatlog, llm, selectors
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 INTERRUPTED_ERROR = (
     "The server stopped while this reply was being written. The text so far is kept."
@@ -146,6 +148,13 @@ def reply_stop(*, reply: Message, wait: float = 5.0) -> Message:
     if live is not None:
         runner.cancel(reply.pk)
         live.wait_done(wait)
+    elif Message.objects.filter(
+        pk=reply.pk,
+        status__in=Message.IN_FLIGHT,
+        updated__lt=timezone.now() - timedelta(seconds=HEARTBEAT_SECONDS * 1.5),
+    ).exists():
+        # No sign of life for longer than a heartbeat: nobody is writing it any more.
+        _end_orphan(reply, status=Message.Status.STOPPED, error="")
     elif Message.objects.filter(pk=reply.pk, status__in=Message.IN_FLIGHT).update(
         stop_requested=True
     ):
@@ -168,7 +177,10 @@ def _end_orphan(reply: Message, *, status: str, error: str) -> bool:
     )
     if changed:
         ended = Message.objects.select_related("conversation__owner").get(pk=reply.pk)
-        chatlog.log_message(ended, username=ended.conversation.owner.get_username())
+        # Inside a transaction that may yet roll back (a refused send): log once it holds.
+        transaction.on_commit(
+            lambda: chatlog.log_message(ended, username=ended.conversation.owner.get_username())
+        )
     return bool(changed)
 
 
@@ -198,12 +210,32 @@ class _Progress:
     saved_at: float = field(default_factory=time.monotonic)
 
 
+def _on_db_thread(fn: Callable[P, T]) -> Callable[P, T]:
+    """For work on the runner's DB thread: after a database error, drop the connection.
+
+    Nothing else on that thread would ever close a broken connection (a database restart,
+    an idle timeout), and every later call would fail the same way.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            connection.close()
+            raise
+
+    return call
+
+
+@_on_db_thread
 def _load(message_id: int) -> tuple[Message, list[dict[str, str]]]:
     close_old_connections()
     reply = Message.objects.select_related("conversation__owner").get(pk=message_id)
     return reply, selectors.model_context(reply=reply)
 
 
+@_on_db_thread
 def _save_progress(message_id: int, progress: _Progress, *, write: bool) -> bool:
     """Write the growing reply (or only look, if nothing changed).
 
@@ -245,18 +277,20 @@ def _record_end(
         already_ended = reply.status in Message.FINISHED
         if not already_ended:
             reply.status = status
-            reply.error = error
+            reply.error = error.replace("\x00", "")
         reply.stop_requested = False
-        if len(progress.text) >= len(reply.content):
+        grew = len(progress.text) > len(reply.content)
+        if grew:
             reply.content = progress.text
-        reply.model = progress.model or reply.model
+        reply.model = (progress.model or reply.model).replace("\x00", "")
         reply.prompt_tokens = progress.prompt_tokens
         reply.completion_tokens = progress.completion_tokens
         reply.ttft_ms = progress.ttft_ms
         reply.total_ms = total_ms
         reply.save()
-    # Whoever ended it elsewhere (a stale sweep, an unanswered Stop) logged it already.
-    if not already_ended:
+    # Whoever ended it elsewhere (a stale sweep, an unanswered Stop) logged it already,
+    # but with the text it had then: a longer one is logged again, so the log keeps it.
+    if not already_ended or grew:
         chatlog.log_message(reply, username=reply.conversation.owner.get_username())
 
 
@@ -324,19 +358,26 @@ async def _generate(live: LiveReply) -> None:
         error = "Something went wrong while writing this reply. The text so far is kept."
     total_ms = round((time.monotonic() - started) * 1000)
     try:
-        for attempt in range(FINISH_ATTEMPTS):
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
                 await _uncancellable(
                     runner.db(_finish, message_id, progress, status, error, total_ms)
                 )
                 break
+            except (Message.DoesNotExist, DataError):
+                # Deleted meanwhile (in the admin), or refused for its content: no retry helps.
+                logger.exception("Recording the end of reply %s failed", message_id)
+                break
             except Exception:
                 logger.exception("Recording the end of reply %s failed", message_id)
-                await _uncancellable(asyncio.sleep(0.2 * 2**attempt))
+                if attempt < FINISH_ATTEMPTS:
+                    await _uncancellable(asyncio.sleep(0.2 * 2**attempt))
         else:
-            # The database is gone: the log file at least keeps what was written.
+            # The database is gone: the log file at least keeps what was written. Its row,
+            # still in flight, will be swept as interrupted: the log says so already.
             if reply is not None:
-                reply.content, reply.status, reply.error = progress.text, status, error
+                reply.content, reply.error = progress.text, INTERRUPTED_ERROR
+                reply.status = Message.Status.INTERRUPTED
                 chatlog.log_message(reply, username=reply.conversation.owner.get_username())
     finally:
         live.update(text=progress.text, status=status, done=True)

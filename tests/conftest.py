@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
+from conversations import llm
 from conversations.runner import runner
 from tests.factories import PASSWORD, UserFactory
 from tests.servers import LiveASGIServer
@@ -70,6 +71,7 @@ def _fake_openai_server():
 def fake_openai(_fake_openai_server, settings):
     """A real OpenAI-compatible server on 127.0.0.1, scripted per test; the app points at it."""
     _fake_openai_server.reset()
+    llm._NO_STREAM_OPTIONS.clear()
     settings.OPENAI_BASE_URL = _fake_openai_server.base_url
     settings.OPENAI_API_KEY = "sk-test-key-never-sent-anywhere-but-loopback"
     yield _fake_openai_server

@@ -92,3 +92,9 @@ def test_other_bad_requests_are_not_repeated(fake_openai):
     with pytest.raises(llm.BadRequest, match="maximum context length"):
         asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))
     assert len(fake_openai.requests) == 1
+
+
+def test_a_malformed_base_url_is_explained(settings):
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:abc/v1"
+    with pytest.raises(llm.NotConfigured, match="OPENAI_BASE_URL is not a valid URL"):
+        asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))

@@ -180,7 +180,14 @@ def test_older_conversations_work_without_javascript_and_ignore_a_bad_cursor(
     assert page.status_code == 200
     assert "<html" in page.content.decode()
     assert 'id="composer"' in page.content.decode()
-    for bad in ("nonsense", "-", "²-1", "9" * 40 + "-1"):
+    for bad in ("nonsense", "-", "²-1", "9" * 40 + "-1", "9" * 18 + "-1"):
         response = owner_client.get(reverse("older_conversations"), {"before": bad})
         assert response.status_code == 200
         assert response.content.decode().count("data-conversation=") == 2
+
+
+@pytest.mark.django_db
+def test_a_malformed_base_url_breaks_no_page(owner_client, client, settings):
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:abc/v1"
+    assert client.get(reverse("login")).status_code == 200
+    assert owner_client.get("/").status_code == 200

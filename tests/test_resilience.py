@@ -145,14 +145,85 @@ def test_stop_from_another_process_stops_the_generator_within_a_tick(
 
 def test_stop_of_a_reply_nobody_generates_any_more_ends_it_at_once(owner_client, owner):
     reply = ReplyFactory(conversation__owner=owner, content="Orphan", status="streaming")
+    # Silent for longer than a generator's heartbeat: nobody is writing it.
+    Message.objects.filter(pk=reply.pk).update(updated=timezone.now() - timedelta(seconds=20))
     started = time.monotonic()
     response = owner_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]), **HTMX)
     assert response.status_code == 200
-    assert time.monotonic() - started < 7
+    assert time.monotonic() - started < 1
     reply.refresh_from_db()
     assert reply.status == Message.Status.STOPPED
     assert reply.content == "Orphan"
     assert 'data-status="stopped"' in response.content.decode()
+    events = [e for e in log_events(django_settings.CHAT_LOG_FILE) if e["message"] == reply.pk]
+    assert [(e["status"], e["text"]) for e in events] == [("stopped", "Orphan")]
+
+
+def test_an_unanswered_stop_request_ends_the_reply_after_waiting(owner):
+    """Recent progress, but no process answers the stop request: ended after `wait`."""
+    reply = ReplyFactory(conversation__owner=owner, content="Quiet", status="streaming")
+    started = time.monotonic()
+    reply = services.reply_stop(reply=reply, wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 2
+    assert reply.status == Message.Status.STOPPED
+    assert reply.content == "Quiet"
+
+
+def test_the_saver_recovers_when_the_database_drops_its_connection(
+    owner_client, fake_openai, settings
+):
+    from django.db import connection
+
+    settings.CHAT_SAVE_INTERVAL = 0.05
+    tokens = [f"c{i} " for i in range(40)]
+    fake_openai.script(Reply(tokens=tokens, delay=0.04))
+    send(owner_client, "Survive a database restart")
+    reply = last_reply()
+    while not Message.objects.get(pk=reply.pk).content:
+        time.sleep(0.01)
+    # What a database restart does to the generation thread's open connection.
+    runner._db.submit(lambda: connection.connection and connection.connection.close()).result()
+    broken_at = len(Message.objects.get(pk=reply.pk).content)
+    lengths = set()
+    while runner.get(reply.pk) is not None:
+        lengths.add(len(Message.objects.get(pk=reply.pk).content))
+        time.sleep(0.02)
+    full = len("".join(tokens))
+    # Saving went on after the broken connection, before the final save.
+    assert {n for n in lengths if broken_at < n < full}
+    assert finished(reply).content == "".join(tokens)
+
+
+def test_nul_in_a_providers_error_is_stored_without_it(owner_client, fake_openai):
+    fake_openai.script(Reply(status=400, error_message="bad\x00request"))
+    send(owner_client, "NUL in the error")
+    reply = finished(last_reply())
+    assert reply.status == Message.Status.ERROR
+    assert "badrequest" in reply.error
+
+
+def test_a_sweep_rolled_back_with_a_refused_retry_is_not_logged(owner_client, owner, settings):
+    q1 = MessageFactory(conversation__owner=owner)
+    failed = ReplyFactory(conversation=q1.conversation, parent=q1, status=Message.Status.ERROR)
+    q2 = MessageFactory(conversation=q1.conversation)
+    orphan = ReplyFactory(
+        conversation=q1.conversation, parent=q2, content="Half", status="streaming"
+    )
+    Message.objects.filter(pk=orphan.pk).update(
+        updated=timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER + 1)
+    )
+    url = reverse("retry", args=[failed.conversation_id, failed.pk])
+    assert owner_client.post(url, **HTMX).status_code == 400
+
+    def orphan_events() -> list[dict]:
+        events = log_events(django_settings.CHAT_LOG_FILE)
+        return [e for e in events if e["message"] == orphan.pk]
+
+    assert orphan_events() == []
+    orphan.refresh_from_db()
+    assert orphan.status == Message.Status.STREAMING  # rolled back with the refused retry
+    owner_client.get(q1.conversation.get_absolute_url())
+    assert [e["status"] for e in orphan_events()] == ["interrupted"]
 
 
 def test_only_the_latest_failed_reply_can_be_retried(owner_client, owner):
