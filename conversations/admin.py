@@ -65,7 +65,20 @@ def _message_count() -> Coalesce:
     return Coalesce(Subquery(per_conversation, output_field=IntegerField()), Value(0))
 
 
-class MessageInline(admin.TabularInline[Message, Conversation]):
+class ReadOnly:
+    """Messages are a record of what was said: the admin shows them, never edits them."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MessageInline(ReadOnly, admin.TabularInline[Message, Conversation]):
     model = Message
     fk_name = "conversation"
     extra = 0
@@ -85,15 +98,6 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
     )
     fields = readonly_fields
     ordering = ["created", "id"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="text")
     def text(self, message: Message) -> SafeString:
@@ -187,7 +191,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin[Message]):
+class MessageAdmin(ReadOnly, admin.ModelAdmin[Message]):
     list_display = [
         "id",
         "short_content",
@@ -228,15 +232,6 @@ class MessageAdmin(admin.ModelAdmin[Message]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         return super().get_queryset(request).select_related("conversation__owner")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="text")
     def short_content(self, message: Message) -> str:
