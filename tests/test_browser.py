@@ -514,6 +514,26 @@ def test_the_page_fits_a_phone_screen(chromium, fake_openai):
     assert widths[0] <= widths[1], f"the page scrolls sideways: {widths}"
 
 
+def test_older_conversations_load_into_the_sidebar(page, chromium, fake_openai, owner, settings):
+    from tests.factories import ConversationFactory
+
+    settings.CHAT_SIDEBAR_LIMIT = 3
+    _orm(lambda: [ConversationFactory(owner=owner, title=f"Topic {i}") for i in range(8)])
+    log_in(page)
+    links = page.locator("#sidebar-list a[data-conversation]")
+    expect(links).to_have_count(3)
+    mark_document(page)
+    for shown in (6, 8):
+        page.get_by_role("link", name="Older conversations").click()
+        expect(links).to_have_count(shown)
+    expect(page.get_by_role("link", name="Older conversations")).to_have_count(0)
+    assert_same_document(page)
+    titles = links.all_inner_texts()
+    assert titles == [f"Topic {i}" for i in range(7, -1, -1)]
+    links.last.click()
+    expect(page).to_have_url(re.compile(r"/c/\d+/$"))
+
+
 # --- The README's screenshot ------------------------------------------------------------
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
