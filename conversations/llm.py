@@ -1,9 +1,10 @@
-"""The one place that talks to the language model.
+"""The one place the rest of the project asks a language model anything.
 
-Only this module imports `openai`. It streams chat completions from OpenAI or any
-OpenAI-compatible server (`OPENAI_BASE_URL`: Ollama, vLLM, llama.cpp, LM Studio) and
-turns every SDK or transport failure into an `LLMError` whose `user_message` a person
-can read and act on.
+Two backends answer behind the same interface (`stream_chat`, `available_models`):
+OpenAI or any OpenAI-compatible server (`OPENAI_BASE_URL`: Ollama, vLLM, llama.cpp,
+LM Studio), and a GGUF model run in this process by llama.cpp (`conversations.local`).
+Only this module imports `openai`. Every SDK, transport or local failure becomes an
+`LLMError` whose `user_message` a person can read and act on.
 """
 
 from __future__ import annotations
@@ -97,10 +98,124 @@ class Chunk:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Before any text: "queued" (waiting for a free slot) or "loading" (the model loads).
+    phase: str = ""
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """A model a conversation can use: `id` is what `Conversation.model` stores."""
+
+    id: str
+    label: str
+    backend: str  # "openai" or "local"
+    context_window: int
+
+
+LOCAL_PREFIX = "local:"
+
+
+def remote_configured() -> bool:
+    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+
+
+def default_backend() -> str:
+    """The backend of new conversations: LLM_BACKEND, or for "auto" the configured one."""
+    if settings.LLM_BACKEND != "auto":
+        return str(settings.LLM_BACKEND)
+    return "openai" if remote_configured() else "local"
+
+
+def _local_option() -> ModelOption | None:
+    from . import local
+
+    model = local.model_info()
+    if model is None:
+        return None
+    return ModelOption(
+        id=LOCAL_PREFIX + model.name,
+        label=f"{model.name} (local)",
+        backend="local",
+        context_window=model.context_window,
+    )
+
+
+def _remote_options() -> list[ModelOption]:
+    names = [settings.OPENAI_MODEL, *settings.OPENAI_MODELS]
+    return [
+        ModelOption(
+            id=name,
+            label=name,
+            backend="openai",
+            context_window=settings.CHAT_CONTEXT_WINDOWS.get(name, settings.CHAT_CONTEXT_WINDOW),
+        )
+        for name in dict.fromkeys(n.strip() for n in names if n.strip())
+    ]
+
+
+def available_models() -> list[ModelOption]:
+    """The models offered per conversation: the default backend's first, then the other's.
+
+    Remote models only when a server is configured (and LLM_BACKEND allows them); the
+    local model only when llama.cpp and a GGUF file are there (and LLM_BACKEND allows it).
+    """
+    options: list[ModelOption] = []
+    if settings.LLM_BACKEND != "local" and remote_configured():
+        options += _remote_options()
+    if settings.LLM_BACKEND != "openai":
+        local_option = _local_option()
+        if local_option is not None:
+            options.append(local_option)
+    if default_backend() == "local":
+        options.sort(key=lambda option: option.backend != "local")
+    return options
+
+
+def default_model() -> str:
+    """The model of new conversations."""
+    if default_backend() == "local":
+        local_option = _local_option()
+        if local_option is not None:
+            return local_option.id
+    return str(settings.OPENAI_MODEL)
+
+
+def model_option(model: str) -> ModelOption:
+    """What is known of `model` (any name: one no longer offered is sent to its backend)."""
+    for option in available_models():
+        if option.id == model:
+            return option
+    if model.startswith(LOCAL_PREFIX):
+        return ModelOption(model, model.removeprefix(LOCAL_PREFIX), "local", 2048)
+    return ModelOption(
+        model,
+        model,
+        "openai",
+        settings.CHAT_CONTEXT_WINDOWS.get(model, settings.CHAT_CONTEXT_WINDOW),
+    )
 
 
 def is_configured() -> bool:
-    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+    """Whether anything can answer at all (otherwise the page says how to set one up)."""
+    return bool(available_models())
+
+
+def count_tokens(messages: Iterable[dict[str, str]], *, model: str) -> int:
+    """Tokens `messages` take in `model`'s context, counted offline.
+
+    The local model counts with its own tokenizer. For remote models no tokenizer is at
+    hand (none may be downloaded at run time), so the count is a deliberate
+    over-estimate: one token per 3 bytes of UTF-8 (English averages about 4 characters a
+    token), plus each message's framing.
+    """
+    option = model_option(model)
+    if option.backend == "local":
+        from . import local
+
+        counted = local.count_tokens(list(messages))
+        if counted is not None:
+            return counted
+    return sum(4 + (len(m.get("content", "").encode()) + 2) // 3 for m in messages) + 3
 
 
 def server_label() -> str:
@@ -208,13 +323,41 @@ def translate(exc: BaseException, *, model: str) -> LLMError:
 _NO_STREAM_OPTIONS: set[str] = set()
 
 
-async def stream_chat(*, messages: Iterable[dict[str, str]], model: str) -> AsyncIterator[Chunk]:
-    """Stream a chat completion as `Chunk`s.
+async def stream_chat(
+    *,
+    messages: Iterable[dict[str, str]],
+    model: str,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> AsyncIterator[Chunk]:
+    """Stream a chat completion as `Chunk`s, from whichever backend serves `model`.
 
-    Cancelling the consumer closes the HTTP response, so the model server stops
-    generating. Raises `LLMError` (or a subclass) for every failure.
+    Cancelling the consumer stops the generation: the HTTP response to a model server
+    is closed (the server stops), a local generation stops at its next token. Raises
+    `LLMError` (or a subclass) for every failure.
     """
-    if not is_configured():
+    if model_option(model).backend == "local":
+        from . import local
+
+        async for chunk in local.stream_chat(
+            messages=list(messages), temperature=temperature, max_tokens=max_tokens
+        ):
+            yield chunk
+        return
+    async for chunk in _stream_remote(
+        messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
+    ):
+        yield chunk
+
+
+async def _stream_remote(
+    *,
+    messages: Iterable[dict[str, str]],
+    model: str,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> AsyncIterator[Chunk]:
+    if not remote_configured() or settings.LLM_BACKEND == "local":
         raise NotConfigured()
     try:
         client = _client()
@@ -228,6 +371,10 @@ async def stream_chat(*, messages: Iterable[dict[str, str]], model: str) -> Asyn
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if temperature is not None:
+        request["temperature"] = temperature
+    if max_tokens:
+        request["max_tokens"] = max_tokens
     if server_label() in _NO_STREAM_OPTIONS:
         del request["stream_options"]
     finished = streaming = False

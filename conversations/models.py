@@ -12,6 +12,18 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=200, blank=True)
     system_prompt = models.TextField(blank=True)
+    # None: the site's default (settings.CHAT_TEMPERATURE / CHAT_MAX_TOKENS).
+    temperature = models.FloatField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField("maximum reply length (tokens)", null=True, blank=True)
+    # Set once the user renames it: automatic titles never overwrite a user's title.
+    title_set_by_user = models.BooleanField(default=False)
+    # The last message of the branch shown (messages form a tree); None: the newest.
+    current = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Where an imported conversation came from (a ChatGPT id, say): importing it again
+    # finds it here and creates nothing new.
+    external_id = models.CharField(max_length=200, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     # Last activity: bumped by the services whenever a message is added.
     updated = models.DateTimeField(auto_now_add=True)
@@ -19,6 +31,13 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["-updated", "-id"]
         indexes = [models.Index(fields=["owner", "-updated", "-id"], name="conv_owner_recent")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="conv_owner_external_id",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -46,7 +65,9 @@ class Message(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
-    # For a reply: the user message it answers (a retry is another reply to the same one).
+    # Messages form a tree: a reply's parent is the user message it answers, a user
+    # message's parent is the reply it follows (None for the first). Siblings are the
+    # alternatives: regenerated replies, edited questions.
     parent = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies"
     )
@@ -55,6 +76,13 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
     model = models.CharField(max_length=200, blank=True)
+    # What a reply was generated with (the conversation's settings at the time).
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # How many earlier messages were left out of the context to fit the model's window.
+    omitted = models.PositiveIntegerField("messages left out of the context", default=0)
+    external_id = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True)
