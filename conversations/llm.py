@@ -98,8 +98,10 @@ class Chunk:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    # Before any text: "queued" (waiting for a free slot) or "loading" (the model loads).
+    # Before any text: "queued" (waiting for a free slot, `ahead` others first) or
+    # "loading" (the model is being loaded).
     phase: str = ""
+    ahead: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def _local_option() -> ModelOption | None:
         return None
     return ModelOption(
         id=LOCAL_PREFIX + model.name,
-        label=f"{model.name} (local)",
+        label=f"{model.label} (local)",
         backend="local",
         context_window=model.context_window,
     )
@@ -193,6 +195,14 @@ def model_option(model: str) -> ModelOption:
         "openai",
         settings.CHAT_CONTEXT_WINDOWS.get(model, settings.CHAT_CONTEXT_WINDOW),
     )
+
+
+def _not_configured_message() -> str:
+    if settings.LLM_BACKEND == "openai" or _local_option() is not None:
+        return NotConfigured.default_message
+    from . import local
+
+    return f"No language model is available. {local.unavailable_reason()}"
 
 
 def is_configured() -> bool:
@@ -358,7 +368,7 @@ async def _stream_remote(
     max_tokens: int | None,
 ) -> AsyncIterator[Chunk]:
     if not remote_configured() or settings.LLM_BACKEND == "local":
-        raise NotConfigured()
+        raise NotConfigured(_not_configured_message())
     try:
         client = _client()
     except (httpx2.InvalidURL, ValueError) as exc:

@@ -29,6 +29,9 @@ class Snapshot:
     status: str
     done: bool
     version: int
+    # What a reply with no text yet waits for: "", "queued" or "loading" (the model).
+    phase: str = ""
+    ahead: int = 0
 
 
 class LiveReply:
@@ -40,6 +43,8 @@ class LiveReply:
         self._status = "pending"
         self._done = False
         self._version = 0
+        self._phase = ""
+        self._ahead = 0
         # Set by Stop: a generation that had not begun yet ends as stopped at once.
         self.stop_requested = False
         self._cond = threading.Condition()
@@ -47,14 +52,25 @@ class LiveReply:
 
     def snapshot(self) -> Snapshot:
         with self._cond:
-            return Snapshot(self._text, self._status, self._done, self._version)
+            return Snapshot(
+                self._text, self._status, self._done, self._version, self._phase, self._ahead
+            )
 
     def update(
-        self, *, text: str | None = None, status: str | None = None, done: bool = False
+        self,
+        *,
+        text: str | None = None,
+        status: str | None = None,
+        done: bool = False,
+        phase: str | None = None,
+        ahead: int = 0,
     ) -> None:
         with self._cond:
+            if phase is not None:
+                self._phase, self._ahead = phase, ahead
             if text is not None:
                 self._text = text
+                self._phase = ""
             if status is not None:
                 self._status = status
             self._done = self._done or done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -120,3 +121,18 @@ def model_context(*, reply: Message) -> list[dict[str, str]]:
         ):
             context.append({"role": message.role, "content": message.content})
     return context
+
+
+def readme_section(heading: str) -> str:
+    """One `## heading` section of the README (the text up to the next `## `)."""
+    readme = Path(settings.BASE_DIR) / "README.md"
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    start = text.find(f"\n## {heading}\n")
+    if start == -1:
+        return ""
+    body = text[start + len(heading) + 5 :]
+    end = body.find("\n## ")
+    return (body if end == -1 else body[:end]).strip()

@@ -77,7 +77,14 @@ def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Me
         parent_id=question_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
-        model=conversation.model or settings.OPENAI_MODEL,
+        model=conversation.model or llm.default_model(),
+        system_prompt=conversation.system_prompt,
+        temperature=(
+            conversation.temperature
+            if conversation.temperature is not None
+            else settings.CHAT_TEMPERATURE
+        ),
+        max_tokens=conversation.max_tokens or settings.CHAT_MAX_TOKENS or None,
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated=now)
     conversation.updated = now
@@ -98,7 +105,7 @@ def message_send(
         conversation = Conversation.objects.create(
             owner=user,
             title=provisional_title(text=content),
-            model=settings.OPENAI_MODEL,
+            model=llm.default_model(),
             system_prompt=settings.CHAT_SYSTEM_PROMPT,
         )
     else:
@@ -334,9 +341,16 @@ async def _generate(live: LiveReply) -> None:
 
         saver = asyncio.create_task(save_periodically())
         try:
-            async for chunk in llm.stream_chat(messages=context, model=loaded.model):
+            async for chunk in llm.stream_chat(
+                messages=context,
+                model=loaded.model,
+                temperature=loaded.temperature,
+                max_tokens=loaded.max_tokens,
+            ):
                 if chunk.model:
                     progress.model = chunk.model
+                if chunk.phase:
+                    live.update(phase=chunk.phase, ahead=chunk.ahead)
                 if chunk.prompt_tokens is not None:
                     progress.prompt_tokens = chunk.prompt_tokens
                     progress.completion_tokens = chunk.completion_tokens

@@ -35,5 +35,6 @@ urlpatterns = [
     ),
     path("c/<id:conversation_id>/m/<id:message_id>/stop/", views.stop, name="stop"),
     path("c/<id:conversation_id>/m/<id:message_id>/retry/", views.retry, name="retry"),
+    path("help/models/", views.help_models, name="help_models"),
     path("accounts/signup/", views.signup, name="signup"),
 ]

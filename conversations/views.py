@@ -201,12 +201,25 @@ def _sse(event: str, data: str, event_id: int | None = None) -> str:
     return head + f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
 
 
+def _phase_text(phase: str, ahead: int) -> str:
+    if phase == "queued":
+        waiting = f"{ahead} other {'reply' if ahead == 1 else 'replies'} first" if ahead else "next"
+        return f"Queued: the model is busy with other replies (this one is {waiting})…"
+    if phase == "loading":
+        return "Loading the model (the first reply after a start takes a moment)…"
+    return "Thinking…" if phase else ""
+
+
 async def _reply_events(message: Message, offset: int) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
     live = runner.get(message.pk)
     if live is not None:
+        phase = ("", 0)
         while True:
             snap = live.snapshot()
+            if (snap.phase, snap.ahead) != phase and not snap.done:
+                phase = (snap.phase, snap.ahead)
+                yield _sse("phase", escape(_phase_text(snap.phase, snap.ahead)))
             if len(snap.text) > offset:
                 yield _sse("delta", escape(snap.text[offset:]), len(snap.text))
                 offset = len(snap.text)
@@ -256,6 +269,20 @@ async def reply_stream(request: HttpRequest, conversation_id: int, message_id: i
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+# --- Help -------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def help_models(request: Request) -> HttpResponse:
+    """The README's "Connecting a model" section, served by the app (it works offline)."""
+    return render(
+        request,
+        "conversations/help.html",
+        {"title": "Connecting a model", "text": selectors.readme_section("Connecting a model")},
+    )
 
 
 # --- Accounts -----------------------------------------------------------------------

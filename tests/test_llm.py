@@ -45,6 +45,7 @@ def test_it_streams_text_usage_and_the_served_model(fake_openai):
 
 
 def test_without_key_or_base_url_it_says_not_configured(settings):
+    settings.LLM_BACKEND = "openai"
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
     assert not llm.is_configured()

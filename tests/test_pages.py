@@ -15,6 +15,8 @@ from tests.helpers import HTMX, finished, last_reply, send
 
 @pytest.fixture
 def no_model(settings):
+    """Remote only (LLM_BACKEND=openai), and no key or server: nothing can answer."""
+    settings.LLM_BACKEND = "openai"
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
 

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.conf import settings
+
+from conversations import llm, local
+from conversations.models import Conversation
+
+register = template.Library()
+
+
+@register.inclusion_tag("conversations/model_banner.html")
+def model_banner(conversation: Conversation | None = None) -> dict[str, Any]:
+    """Which backend and model answer here: a local model says it runs offline."""
+    if not llm.is_configured():
+        local_wanted = settings.LLM_BACKEND != "openai"
+        return {"kind": "none", "reason": local.unavailable_reason() if local_wanted else ""}
+    model = conversation.model if conversation is not None and conversation.model else ""
+    option = llm.model_option(model or llm.default_model())
+    if option.backend == "local":
+        info = local.model_info()
+        if info is None:
+            return {"kind": "local_missing", "reason": local.unavailable_reason()}
+        return {"kind": "local", "label": info.label}
+    if not llm.remote_configured() or settings.LLM_BACKEND == "local":
+        return {"kind": "remote_missing", "model": option.id}
+    return {"kind": "remote"}
