@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 
-from .models import Conversation, Message
+from .models import Conversation, ImportJob, Message
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -120,3 +120,15 @@ def model_context(*, reply: Message) -> list[dict[str, str]]:
         ):
             context.append({"role": message.role, "content": message.content})
     return context
+
+
+# --- Imports ---------------------------------------------------------------------------
+
+
+def import_job_get(*, user: User, job_id: int) -> ImportJob:
+    """The user's import job, or 404 — also for other users' ids."""
+    return get_object_or_404(ImportJob, pk=job_id, owner=user)
+
+
+def import_jobs_recent(*, user: User, limit: int = 10) -> list[ImportJob]:
+    return list(ImportJob.objects.filter(owner=user).defer("report")[:limit])

@@ -36,4 +36,9 @@ urlpatterns = [
     path("c/<id:conversation_id>/m/<id:message_id>/stop/", views.stop, name="stop"),
     path("c/<id:conversation_id>/m/<id:message_id>/retry/", views.retry, name="retry"),
     path("accounts/signup/", views.signup, name="signup"),
+    # Export and import
+    path("c/<id:conversation_id>/export/<str:fmt>/", views.export_conversation, name="export"),
+    path("export/<str:fmt>/", views.export_all, name="export_all"),
+    path("import/", views.import_page, name="import"),
+    path("import/<id:job_id>/", views.import_job, name="import_job"),
 ]
