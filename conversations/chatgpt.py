@@ -48,6 +48,7 @@ MODEL_MAX = Message._meta.get_field("model").max_length or 200
 ID_MAX = Conversation._meta.get_field("external_id").max_length or 200
 UNTITLED = "Imported conversation"
 NO_MAPPING = 'no "mapping" of messages'
+NOT_AN_OBJECT = "not a conversation object"
 
 _PLACEHOLDERS = {
     "image_asset_pointer": "[image]",
@@ -194,12 +195,13 @@ def _check_node(node_id: Any, node: Any) -> None:
     for key in ("author", "content", "metadata"):
         if message.get(key) is not None and not isinstance(message[key], dict):
             raise CorruptConversation(f"node {node_id!r}: {key} is not an object")
+    _time(message.get("create_time"), f"node {node_id!r}: create_time")
 
 
 def parse_conversation(raw: Any) -> ParsedConversation:
     """One conversation of the export, ready to save; raises CorruptConversation."""
     if not isinstance(raw, dict):
-        raise CorruptConversation("not a conversation object")
+        raise CorruptConversation(NOT_AN_OBJECT)
     external_id = raw.get("conversation_id") or raw.get("id")
     if not isinstance(external_id, str) or not external_id.strip():
         raise CorruptConversation("no conversation id")

@@ -239,7 +239,7 @@ def file_import(
         source == CHATGPT
         and result.skipped
         and not result.conversations_imported
-        and all(s.reason == chatgpt.NO_MAPPING for s in result.skipped)
+        and all(s.reason in (chatgpt.NO_MAPPING, chatgpt.NOT_AN_OBJECT) for s in result.skipped)
     ):
         raise ImportRefused(_NOT_AN_EXPORT)
     return source, result

@@ -48,12 +48,12 @@ class JSONStream:
         self,
         file: IO[bytes],
         *,
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int | None = None,
         max_value_chars: int = MAX_VALUE_CHARS,
         on_read: Callable[[int], None] | None = None,
     ) -> None:
         self._file = file
-        self._chunk_size = chunk_size
+        self._chunk_size = chunk_size or CHUNK_SIZE
         self._max_value_chars = max_value_chars
         self._on_read = on_read
         # utf-8-sig: a byte order mark at the start (some editors write one) is dropped.
