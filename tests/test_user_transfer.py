@@ -157,9 +157,7 @@ def test_the_import_page_has_a_file_form_that_works_without_javascript(owner_cli
 
 
 @pytest.mark.django_db
-def test_the_import_page_query_count_is_bounded(
-    owner_client, owner, django_assert_max_num_queries
-):
+def test_the_import_page_query_count_is_bounded(owner_client, owner, django_assert_max_num_queries):
     for i in range(15):
         ImportJob.objects.create(owner=owner, filename=f"f{i}.zip", status="done")
     with django_assert_max_num_queries(5):
@@ -228,11 +226,11 @@ def test_a_chatsite_json_export_imports_through_the_page_into_the_uploader(
 
 @background
 def test_a_large_upload_goes_through_despite_the_post_size_limit(owner_client, settings):
-    entries = [simple(f"Padded {i} " + "p" * 3000) for i in range(1000)]
+    entries = [simple(f"Padded {i} " + "p" * 30_000) for i in range(100)]
     data = dumps(entries)
     assert len(data) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     job = finished_job(upload(owner_client, data))
-    assert job.conversations_imported == 1000
+    assert job.conversations_imported == 100
 
 
 @pytest.mark.django_db
