@@ -253,6 +253,8 @@ def parse_conversation(raw: Any) -> ParsedConversation:
         stack.extend((child, node_id) for child in reversed(children[node_id]))
     if visited != len(mapping):
         raise CorruptConversation("the message tree has a cycle")
+    if not messages:
+        raise CorruptConversation("no message with text in it")
 
     current_node = raw.get("current_node")
     current = by_node.get(current_node) if isinstance(current_node, str) else None

@@ -251,6 +251,15 @@ def test_a_corrupt_conversation_is_reported_and_skipped_and_the_rest_imported(ow
     assert not any(s.duplicate for s in result.skipped)
 
 
+def test_a_conversation_with_nothing_to_show_is_skipped_with_the_reason(owner):
+    c = ChatGPTConversation("Empty")
+    c.add(c.system, "user", "", content=text(""))
+    result = run(owner, [c.build()])
+    assert result.conversations_imported == 0
+    assert [s.reason for s in result.skipped] == ["no message with text in it"]
+    assert not Conversation.objects.exists()
+
+
 def test_importing_the_same_export_twice_creates_nothing_new(owner):
     raw, _ = branched()
     entries = [raw, simple("Other")]
