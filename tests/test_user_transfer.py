@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import httpx2
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -370,3 +371,30 @@ def test_the_admin_import_is_for_staff_only(owner_client):
     response = owner_client.get(reverse("admin:conversations_conversation_import"))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+# --- Over real HTTP, served as ASGI by uvicorn ------------------------------------------
+
+
+def test_over_asgi_an_upload_imports_and_the_export_streams_it_back(asgi_server, owner_client):
+    cookies = {
+        "sessionid": owner_client.cookies["sessionid"].value,
+        "csrftoken": "a" * 32,
+    }
+    with httpx2.Client(base_url=asgi_server.url, cookies=cookies, timeout=30) as http:
+        data = zipped({"conversations.json": dumps([simple("Over ASGI", turns=2)])})
+        response = http.post(
+            reverse("import"),
+            data={"csrfmiddlewaretoken": "a" * 32},
+            files={"file": ("export.zip", data, "application/zip")},
+        )
+        assert response.status_code == 302, response.text[:300]
+        assert importer.wait_idle(30)
+        job_page = http.get(response.headers["location"])
+        assert "Imported 1 conversation with 4 messages from ChatGPT" in job_page.text
+        with http.stream("GET", reverse("export_all", args=["json"])) as export:
+            assert export.status_code == 200
+            assert export.headers["content-disposition"].startswith("attachment;")
+            document = json.loads(b"".join(export.iter_bytes()))
+    assert [c["title"] for c in document["conversations"]] == ["Over ASGI"]
+    assert len(document["conversations"][0]["messages"]) == 4
