@@ -196,6 +196,11 @@ if CHAT_STALE_AFTER < 30:
 CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
 CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)
 
+# --- Import -------------------------------------------------------------------
+# Largest export a user may upload on /import/ (bytes). Uploaded files are written to a
+# temporary file, never held in memory (DATA_UPLOAD_MAX_MEMORY_SIZE does not count them).
+CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=1024 * 1024 * 1024)
+
 # --- Logging ------------------------------------------------------------------
 CHAT_LOG_FILE = Path(env.str("CHAT_LOG_FILE", default=str(BASE_DIR / "logs" / "chat.log")))
 if not CHAT_LOG_FILE.is_absolute():

@@ -8,16 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, StreamingHttpResponse
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator, smart_split, unescape_string_literal
 
-from . import transfer
-from .models import Conversation, Message
+from . import importer, transfer
+from .forms import AdminImportForm
+from .models import Conversation, ImportJob, Message
 
 # Texts longer than this are folded into a <details> element showing the start.
 FOLD_CHARS = 300
@@ -163,6 +167,64 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     @admin.display(description="messages", ordering="message_count")
     def message_count(self, conversation: Conversation) -> int:
         return int(conversation.message_count)  # type: ignore[attr-defined]
+
+    # --- Import on behalf of a user (the same importer as the users' /import/ page) ---
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("import/", wrap(self.import_view), name="conversations_conversation_import"),
+            path(
+                "import/<int:job_id>/",
+                wrap(self.import_job_view),
+                name="conversations_conversation_import_job",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _check_import_permission(self, request: HttpRequest) -> None:
+        if not request.user.has_perm("conversations.add_conversation"):
+            raise PermissionDenied
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """A form: a user and an export file, imported into that user's account."""
+        self._check_import_permission(request)
+        form = AdminImportForm(request.POST or None, request.FILES or None)
+        status = 200
+        if request.method == "POST":
+            if form.is_valid():
+                try:
+                    job = importer.import_job_create(
+                        owner=form.cleaned_data["username"],
+                        upload=form.cleaned_data["file"],
+                        requested_by=request.user,  # type: ignore[arg-type]
+                    )
+                except importer.ImportRefused as exc:
+                    form.add_error("file", str(exc))
+                else:
+                    return redirect("admin:conversations_conversation_import_job", job.pk)
+            status = 422
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import conversations",
+            "form": form,
+            "jobs": ImportJob.objects.select_related("owner").defer("report")[:20],
+        }
+        return TemplateResponse(request, "admin/conversations/import.html", context, status=status)
+
+    def import_job_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """Progress of an import, then its report (reloads itself while it runs)."""
+        self._check_import_permission(request)
+        importer.import_jobs_expire()
+        job = get_object_or_404(ImportJob.objects.select_related("owner"), pk=job_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Import of {job.filename}",
+            "job": job,
+        }
+        return TemplateResponse(request, "admin/conversations/import_job.html", context)
 
     def _export(
         self, request: HttpRequest, queryset: QuerySet[Conversation], fmt: str

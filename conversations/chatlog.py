@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import Message
+    from .models import Conversation, Message
 
 logger = logging.getLogger("chatsite.chat")
 
@@ -66,6 +66,26 @@ def log_message(message: Message, *, username: str) -> None:
     )
 
 
+def log_import(conversation: Conversation, *, username: str, messages: int) -> None:
+    """Record a conversation imported from an export (ChatGPT's or chatsite's)."""
+    logger.info(
+        "import %s",
+        conversation.pk,
+        extra={
+            "chat": {
+                "event": "import",
+                "user": username,
+                "conversation": conversation.pk,
+                "model": conversation.model,
+                "status": "imported",
+                "messages": messages,
+                "external_id": conversation.external_id,
+                "text": conversation.title,
+            }
+        },
+    )
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "-"
@@ -80,7 +100,9 @@ class FileFormatter(logging.Formatter):
         data = getattr(record, "chat", None)
         if data is None:
             return f"{stamp} {record.levelname} msg={_value(record.getMessage())}"
-        pairs = " ".join(f"{key}={_value(data.get(key))}" for key in FIELDS)
+        # Events with fields of their own (imports) add them after the usual ones.
+        keys = [*FIELDS, *(key for key in data if key not in FIELDS)]
+        pairs = " ".join(f"{key}={_value(data.get(key))}" for key in keys)
         return f"{stamp} {record.levelname} {pairs}"
 
 

@@ -119,3 +119,63 @@ class Message(models.Model):
         if self.prompt_tokens is None and self.completion_tokens is None:
             return None
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+class ImportJob(models.Model):
+    """An uploaded export being imported in the background, with its progress and report."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="import_jobs"
+    )
+    # Who uploaded it: the owner, or a staff member importing on the owner's behalf.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    filename = models.CharField(max_length=255)
+    # "chatgpt" or "chatsite", once the file has been recognised.
+    source = models.CharField(max_length=16, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    conversations_imported = models.PositiveIntegerField(default=0)
+    messages_imported = models.PositiveIntegerField(default=0)
+    conversations_skipped = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    # Skipped entries: [{"entry", "title", "reason", "duplicate"}], capped in length.
+    report = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    bytes_read = models.PositiveBigIntegerField(default=0)
+    bytes_total = models.PositiveBigIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+    # The worker's heartbeat: a running job not updated for a while has lost its worker.
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["owner", "-created"], name="importjob_owner_recent")]
+
+    def __str__(self) -> str:
+        return f"Import of {self.filename} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("import_job", args=[self.pk])
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        if not self.bytes_total:
+            return 0
+        return min(99, self.bytes_read * 100 // self.bytes_total)

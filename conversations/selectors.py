@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 
-from .models import Conversation, Message
+from .models import Conversation, ImportJob, Message
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -136,3 +136,15 @@ def readme_section(heading: str) -> str:
     body = text[start + len(heading) + 5 :]
     end = body.find("\n## ")
     return (body if end == -1 else body[:end]).strip()
+
+
+# --- Imports ---------------------------------------------------------------------------
+
+
+def import_job_get(*, user: User, job_id: int) -> ImportJob:
+    """The user's import job, or 404 — also for other users' ids."""
+    return get_object_or_404(ImportJob, pk=job_id, owner=user)
+
+
+def import_jobs_recent(*, user: User, limit: int = 10) -> list[ImportJob]:
+    return list(ImportJob.objects.filter(owner=user).defer("report")[:limit])

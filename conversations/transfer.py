@@ -536,49 +536,69 @@ def conversations_import_json(*, data: Any, owner: User | None = None) -> Import
     """
     document = _load(data)
     result = ImportResult()
-    user_model = get_user_model()
     owners: dict[str, User | None] = {}
     for position, raw in enumerate(document["conversations"], start=1):
-        try:
-            entry = _parse_entry(raw)
-        except _Invalid as exc:
-            result.skipped.append(_skipped(position, raw, str(exc)))
-            continue
-
-        target = owner
-        if target is None:
-            if entry.owner is None:
-                reason = 'no "owner" username (import it with an owner instead)'
-                result.skipped.append(_skipped(position, raw, reason))
-                continue
-            if entry.owner not in owners:
-                owners[entry.owner] = user_model._default_manager.filter(
-                    **{user_model.USERNAME_FIELD: entry.owner}
-                ).first()
-            target = owners[entry.owner]
-            if target is None:
-                reason = f"owner {entry.owner!r} does not exist here (import it with an owner)"
-                result.skipped.append(_skipped(position, raw, reason))
-                continue
-
-        existing = (
-            Conversation.objects.filter(
-                owner=target, title=entry.conversation.title, created=entry.conversation.created
-            )
-            .values_list("pk", flat=True)
-            .first()
+        conversation_import_entry(
+            raw=raw, position=position, owner=owner, result=result, owners=owners
         )
-        if existing is not None:
-            reason = f"{target.get_username()} already has it (conversation {existing})"
-            result.skipped.append(_skipped(position, raw, reason, duplicate=True))
-            continue
-
-        try:
-            with transaction.atomic():
-                _create(entry, target)
-        except DatabaseError as exc:
-            result.skipped.append(_skipped(position, raw, f"the database refused it: {exc}"))
-            continue
-        result.conversations_imported += 1
-        result.messages_imported += len(entry.messages)
     return result
+
+
+def conversation_import_entry(
+    *,
+    raw: Any,
+    position: int,
+    owner: User | None,
+    result: ImportResult,
+    owners: dict[str, User | None] | None = None,
+) -> Conversation | None:
+    """Import one entry of a JSON export's "conversations" (see conversations_import_json).
+
+    Adds what happened to `result`; returns the new conversation, or None when skipped.
+    `owners` caches username lookups across the entries of one import.
+    """
+    owners = owners if owners is not None else {}
+    user_model = get_user_model()
+    try:
+        entry = _parse_entry(raw)
+    except _Invalid as exc:
+        result.skipped.append(_skipped(position, raw, str(exc)))
+        return None
+
+    target = owner
+    if target is None:
+        if entry.owner is None:
+            reason = 'no "owner" username (import it with an owner instead)'
+            result.skipped.append(_skipped(position, raw, reason))
+            return None
+        if entry.owner not in owners:
+            owners[entry.owner] = user_model._default_manager.filter(
+                **{user_model.USERNAME_FIELD: entry.owner}
+            ).first()
+        target = owners[entry.owner]
+        if target is None:
+            reason = f"owner {entry.owner!r} does not exist here (import it with an owner)"
+            result.skipped.append(_skipped(position, raw, reason))
+            return None
+
+    existing = (
+        Conversation.objects.filter(
+            owner=target, title=entry.conversation.title, created=entry.conversation.created
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if existing is not None:
+        reason = f"{target.get_username()} already has it (conversation {existing})"
+        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
+        return None
+
+    try:
+        with transaction.atomic():
+            _create(entry, target)
+    except DatabaseError as exc:
+        result.skipped.append(_skipped(position, raw, f"the database refused it: {exc}"))
+        return None
+    result.conversations_imported += 1
+    result.messages_imported += len(entry.messages)
+    return entry.conversation

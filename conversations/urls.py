@@ -37,4 +37,9 @@ urlpatterns = [
     path("c/<id:conversation_id>/m/<id:message_id>/retry/", views.retry, name="retry"),
     path("help/models/", views.help_models, name="help_models"),
     path("accounts/signup/", views.signup, name="signup"),
+    # Export and import
+    path("c/<id:conversation_id>/export/<str:fmt>/", views.export_conversation, name="export"),
+    path("export/<str:fmt>/", views.export_all, name="export_all"),
+    path("import/", views.import_page, name="import"),
+    path("import/<id:job_id>/", views.import_job, name="import_job"),
 ]

@@ -24,8 +24,8 @@ from django_htmx.http import push_url, reswap, retarget
 if TYPE_CHECKING:
     from django_htmx.middleware import HtmxDetails
 
-from . import selectors, services
-from .forms import MessageForm
+from . import importer, selectors, services, transfer
+from .forms import ImportForm, MessageForm
 from .models import Conversation, Message
 from .runner import runner
 
@@ -317,3 +317,75 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
         text = f"That message is too long to send (the limit is {limit} characters)."
         return HttpResponse(text, status=413, content_type=TEXT)
     return HttpResponse(render_to_string("413.html", {"limit": limit}), status=413)
+
+
+# --- Export and import --------------------------------------------------------------
+
+USER_EXPORT_FORMATS = ("markdown", "json")
+
+
+@login_required
+@require_GET
+def export_conversation(request: Request, conversation_id: int, fmt: str) -> StreamingHttpResponse:
+    """One of the user's conversations as a Markdown or JSON download (streamed)."""
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    if fmt not in USER_EXPORT_FORMATS:
+        raise Http404("No such export format.")
+    return transfer.export_response(
+        Conversation.objects.filter(pk=conv.pk, owner=request.user),
+        fmt=fmt,
+        request=request,
+        filename_prefix=f"chatsite-conversation-{conv.pk}",
+    )
+
+
+@login_required
+@require_GET
+def export_all(request: Request, fmt: str) -> StreamingHttpResponse:
+    """Every conversation of the user (and no one else's) as one download (streamed)."""
+    if fmt not in USER_EXPORT_FORMATS:
+        raise Http404("No such export format.")
+    return transfer.export_response(
+        Conversation.objects.filter(owner=request.user), fmt=fmt, request=request
+    )
+
+
+IMPORT_TEMPLATE = "conversations/import.html"
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def import_page(request: Request) -> HttpResponse:
+    """Upload an export (ChatGPT's or chatsite's); it is imported in the background."""
+    form = ImportForm()
+    status = 200
+    if request.method == "POST":
+        form = ImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                job = importer.import_job_create(
+                    owner=request.user, upload=form.cleaned_data["file"], requested_by=request.user
+                )
+            except importer.ImportRefused as exc:
+                form.add_error("file", str(exc))
+            else:
+                return redirect(job)
+        status = 413 if form.has_error("file", code="too_big") else 422
+    importer.import_jobs_expire(owner=request.user)
+    context = {
+        "form": form,
+        "jobs": selectors.import_jobs_recent(user=request.user),
+        "max_bytes": settings.CHAT_IMPORT_MAX_BYTES,
+    }
+    return render(request, IMPORT_TEMPLATE, context, status=status)
+
+
+@login_required
+@require_GET
+def import_job(request: Request, job_id: int) -> HttpResponse:
+    """An import's progress, then its report. htmx polls the `job` fragment every second."""
+    importer.import_jobs_expire(owner=request.user)
+    job = selectors.import_job_get(user=request.user, job_id=job_id)
+    if request.htmx:
+        return render(request, f"{IMPORT_TEMPLATE}#job", {"job": job})
+    return render(request, IMPORT_TEMPLATE, {"job": job})

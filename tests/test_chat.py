@@ -300,7 +300,7 @@ def test_a_recorded_openai_stream_is_saved_exactly(owner_client, fake_openai):
 
 def test_stop_right_after_send_records_the_reply_as_stopped(owner_client, fake_openai):
     """Stop may arrive before the generation has even begun; it must still end cleanly."""
-    fake_openai.script(Reply(first_delay=5))
+    fake_openai.script(*[Reply(first_delay=5) for _ in range(5)])  # one per attempt
     for _ in range(5):
         send(owner_client, "Quick stop", Conversation.objects.first())
         reply = last_reply()

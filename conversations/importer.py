@@ -1,0 +1,383 @@
+"""Importing an uploaded export into one user's account, in the background, with progress.
+
+Accepted files, recognised by their content (not their name):
+
+- a ChatGPT data export `.zip`: its `conversations.json`, or the sharded
+  `conversations-000.json`, `conversations-001.json`, … of newer exports;
+- one of those JSON files on its own (an array of ChatGPT conversations);
+- chatsite's own JSON export (`{"format": "chatsite-export", ...}`).
+
+Nothing is read whole: zip members are read as streams and JSON arrays element by
+element (`jsonstream`), so memory stays flat whatever the size of the file.
+
+The upload is saved to a temporary file and an `ImportJob` row is created; a thread of
+this process imports it, writing its progress (bytes read, counts) to the row, which the
+import page polls. A job whose thread died with its process stops showing progress: after
+`STALE_AFTER` seconds without any it is marked failed ("interrupted").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import IO, TYPE_CHECKING, Any
+
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from . import chatgpt, chatlog, transfer
+from .jsonstream import JSONStream, JSONStreamError, StreamArray
+from .models import Conversation, ImportJob
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django.core.files.uploadedfile import UploadedFile
+
+logger = logging.getLogger(__name__)
+
+# Seconds without progress after which a queued or running job is taken as dead. The
+# worker records progress at least every PROGRESS_INTERVAL while it reads.
+STALE_AFTER = 60.0
+PROGRESS_INTERVAL = 0.5
+# Skipped entries listed in a job's report; the counts cover all of them.
+REPORT_LIMIT = 1000
+
+_SHARD = re.compile(r"^conversations(-\d+)?\.json$")
+
+CHATGPT = "chatgpt"
+CHATSITE = "chatsite"
+
+
+class ImportRefused(ValueError):
+    """The file cannot be imported at all; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What an uploaded file was recognised as."""
+
+    is_zip: bool
+    members: list[str]  # the JSON members to read, in order (zip only)
+    total: int  # bytes to read (uncompressed, for a zip)
+
+
+_NOT_AN_EXPORT = (
+    "This file is not an export chatsite can read. Upload the .zip of a ChatGPT data "
+    "export, its conversations.json (or conversations-000.json, …), or a chatsite JSON "
+    "export."
+)
+
+
+def _zip_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    found = [
+        info
+        for info in archive.infolist()
+        if not info.is_dir()
+        and not info.filename.startswith("__MACOSX/")
+        and _SHARD.match(PurePosixPath(info.filename).name)
+    ]
+    shards = [i for i in found if PurePosixPath(i.filename).name != "conversations.json"]
+    if shards:
+        return sorted(shards, key=lambda i: PurePosixPath(i.filename).name)
+    # Several conversations.json (a zip of zips unpacked?): the one nearest the top.
+    return sorted(found, key=lambda i: (i.filename.count("/"), i.filename))[:1]
+
+
+def upload_inspect(path: str) -> Upload:
+    """Recognise the file at `path` from its first bytes (and a zip's directory).
+
+    Raises ImportRefused, with a message for the user, when it cannot be imported.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head.strip():
+        raise ImportRefused("The file is empty." if not head else "The file has no content.")
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = _zip_members(archive)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ImportRefused(f"The zip file cannot be read: {exc}.") from exc
+        if not members:
+            raise ImportRefused(
+                "The zip has no conversations.json (nor conversations-000.json, …): is it "
+                "a ChatGPT data export?"
+            )
+        return Upload(True, [m.filename for m in members], sum(m.file_size for m in members))
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text[:1] not in (b"[", b"{"):
+        raise ImportRefused(_NOT_AN_EXPORT)
+    return Upload(False, [], size)
+
+
+# --- Running an import ----------------------------------------------------------------
+
+
+Progress = Callable[[int, int, transfer.ImportResult], None]
+
+
+def _log(owner: User, conversation: Conversation | None, before: int, result: Any) -> None:
+    if conversation is not None:
+        chatlog.log_import(
+            conversation,
+            username=owner.get_username(),
+            messages=result.messages_imported - before,
+        )
+
+
+def _import_chatgpt(
+    items: Iterable[Any], *, owner: User, result: transfer.ImportResult, start: int
+) -> int:
+    position = start
+    for position, raw in enumerate(items, start=start + 1):
+        before = result.messages_imported
+        conversation = chatgpt.conversation_import(
+            raw=raw, position=position, owner=owner, result=result
+        )
+        _log(owner, conversation, before, result)
+    return position
+
+
+def _import_stream(
+    stream: JSONStream, *, owner: User, result: transfer.ImportResult, start: int
+) -> tuple[str, int]:
+    """Import one JSON document; returns (its format, the last entry position)."""
+    first = stream.first_char()
+    if first == "[":
+        items = stream.array_items()
+        return CHATGPT, _import_chatgpt(items, owner=owner, result=result, start=start)
+    header: dict[str, Any] = {}
+    for key, value in stream.object_members(stream=frozenset({"conversations"})):
+        if not isinstance(value, StreamArray):
+            header[key] = value
+            continue
+        if header.get("format") != transfer.FORMAT:
+            raise ImportRefused(_NOT_AN_EXPORT)
+        if header.get("version") != transfer.VERSION:
+            raise ImportRefused(
+                f"chatsite export version {header.get('version')!r} is not supported; this "
+                f"server reads version {transfer.VERSION}."
+            )
+        owners: dict[str, User | None] = {}
+        position = start
+        for position, raw in enumerate(value.items(), start=start + 1):
+            before = result.messages_imported
+            conversation = transfer.conversation_import_entry(
+                raw=raw, position=position, owner=owner, result=result, owners=owners
+            )
+            _log(owner, conversation, before, result)
+        header["conversations"] = True
+        start = position
+    if "conversations" in header:
+        return CHATSITE, start
+    if "mapping" in header:
+        # One ChatGPT conversation on its own.
+        return CHATGPT, _import_chatgpt([header], owner=owner, result=result, start=start)
+    raise ImportRefused(_NOT_AN_EXPORT)
+
+
+def file_import(
+    *, path: str, owner: User, on_progress: Progress | None = None
+) -> tuple[str, transfer.ImportResult]:
+    """Import the export at `path` into `owner`'s account; returns (format, result).
+
+    Each conversation is imported in a transaction of its own, so an error part-way
+    (ImportRefused, raised for a file that turns out unreadable) keeps what came before.
+    """
+    upload = upload_inspect(path)
+    result = transfer.ImportResult()
+    done = 0  # bytes of the members already read
+
+    def progress(read: int) -> None:
+        if on_progress is not None:
+            on_progress(done + read, upload.total, result)
+
+    source = CHATGPT
+    position = 0
+    try:
+        if not upload.is_zip:
+            with open(path, "rb") as f:
+                source, position = _import_stream(
+                    JSONStream(f, on_read=progress), owner=owner, result=result, start=0
+                )
+        else:
+            with zipfile.ZipFile(path) as archive:
+                for name in upload.members:
+                    member: IO[bytes]
+                    with archive.open(name) as member:
+                        try:
+                            source, position = _import_stream(
+                                JSONStream(member, on_read=progress),
+                                owner=owner,
+                                result=result,
+                                start=position,
+                            )
+                        except (JSONStreamError, ImportRefused) as exc:
+                            raise ImportRefused(f"{name}: {exc}") from exc
+                    done += archive.getinfo(name).file_size
+    except JSONStreamError as exc:
+        raise ImportRefused(str(exc)) from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ImportRefused(f"The zip file is damaged: {exc}.") from exc
+    except (NotImplementedError, RuntimeError) as exc:
+        # Encrypted members, or a compression method Python cannot read.
+        raise ImportRefused(f"The zip file cannot be read: {exc}.") from exc
+    # An array of things that are not conversations at all: the wrong file, not a bad entry.
+    if (
+        source == CHATGPT
+        and result.skipped
+        and not result.conversations_imported
+        and all(s.reason in (chatgpt.NO_MAPPING, chatgpt.NOT_AN_OBJECT) for s in result.skipped)
+    ):
+        raise ImportRefused(_NOT_AN_EXPORT)
+    return source, result
+
+
+# --- Jobs -------------------------------------------------------------------------------
+
+
+def _report(result: transfer.ImportResult) -> list[dict[str, Any]]:
+    return [
+        {"entry": s.entry, "title": s.title, "reason": s.reason, "duplicate": s.duplicate}
+        for s in result.skipped[:REPORT_LIMIT]
+    ]
+
+
+def _counts(result: transfer.ImportResult) -> dict[str, int]:
+    return {
+        "conversations_imported": result.conversations_imported,
+        "messages_imported": result.messages_imported,
+        "conversations_skipped": result.conversations_skipped,
+        "duplicates": len(result.duplicates),
+    }
+
+
+def import_job_create(*, owner: User, upload: UploadedFile[Any], requested_by: User) -> ImportJob:
+    """Save `upload` to a temporary file, check it, and start importing it for `owner`.
+
+    Raises ImportRefused (and keeps nothing) when the file cannot be an export.
+    """
+    fd, path = tempfile.mkstemp(prefix="chatsite-import-", suffix=".upload")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in upload.chunks(1024 * 1024):
+                out.write(chunk)
+        inspected = upload_inspect(path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    job = ImportJob.objects.create(
+        owner=owner,
+        requested_by=requested_by,
+        filename=(upload.name or "upload")[:255],
+        bytes_total=inspected.total,
+    )
+    _start(job.pk, path)
+    return job
+
+
+_threads: dict[int, threading.Thread] = {}
+_lock = threading.Lock()
+
+
+def _start(job_id: int, path: str) -> None:
+    thread = threading.Thread(
+        target=import_job_run, args=(job_id, path), name=f"import-{job_id}", daemon=True
+    )
+    with _lock:
+        _threads[job_id] = thread
+    thread.start()
+
+
+def import_job_run(job_id: int, path: str) -> None:
+    """The worker: import the file at `path` for job `job_id`, then delete the file."""
+    try:
+        job = ImportJob.objects.select_related("owner").get(pk=job_id)
+        jobs = ImportJob.objects.filter(pk=job_id)
+        jobs.update(status=ImportJob.Status.RUNNING, updated=timezone.now())
+        last = 0.0
+
+        def progress(read: int, total: int, result: transfer.ImportResult) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL:
+                last = now
+                jobs.update(
+                    bytes_read=read, bytes_total=total, updated=timezone.now(), **_counts(result)
+                )
+
+        try:
+            source, result = file_import(path=path, owner=job.owner, on_progress=progress)
+        except ImportRefused as exc:
+            jobs.update(status=ImportJob.Status.FAILED, error=str(exc), updated=timezone.now())
+            return
+        jobs.update(
+            status=ImportJob.Status.DONE,
+            source=source,
+            report=_report(result),
+            bytes_read=job.bytes_total,
+            updated=timezone.now(),
+            **_counts(result),
+        )
+    except Exception:
+        logger.exception("import job %s failed", job_id)
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportJob.Status.FAILED,
+            error="The import stopped on an unexpected error (it is in the server log). "
+            "What was imported before it is kept; uploading the file again imports the rest.",
+            updated=timezone.now(),
+        )
+    finally:
+        with _lock:
+            _threads.pop(job_id, None)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        close_old_connections()
+        connection.close()
+
+
+def import_jobs_expire(*, owner: User | None = None) -> int:
+    """Mark queued or running jobs that have shown no progress for STALE_AFTER as failed.
+
+    Their worker died with its process (a restart): nothing will finish them.
+    """
+    with _lock:
+        alive = [job_id for job_id, thread in _threads.items() if thread.is_alive()]
+    stale = ImportJob.objects.filter(
+        status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING],
+        updated__lt=timezone.now() - timedelta(seconds=STALE_AFTER),
+    ).exclude(pk__in=alive)
+    if owner is not None:
+        stale = stale.filter(owner=owner)
+    return stale.update(
+        status=ImportJob.Status.FAILED,
+        error="The import was interrupted (the server stopped while it ran). What was "
+        "imported before is kept; upload the file again to import the rest.",
+        updated=timezone.now(),
+    )
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait for every import thread of this process to end (tests, shutdown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _lock:
+            threads = list(_threads.values())
+        if not threads:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        threads[0].join(remaining)
