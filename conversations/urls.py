@@ -35,5 +35,9 @@ urlpatterns = [
     ),
     path("c/<id:conversation_id>/m/<id:message_id>/stop/", views.stop, name="stop"),
     path("c/<id:conversation_id>/m/<id:message_id>/retry/", views.retry, name="retry"),
+    path("c/<id:conversation_id>/settings/", views.conversation_settings, name="settings"),
+    path("c/<id:conversation_id>/m/<id:message_id>/", views.message, name="message"),
+    path("c/<id:conversation_id>/m/<id:message_id>/edit/", views.edit, name="edit"),
+    path("c/<id:conversation_id>/m/<id:message_id>/show/", views.show, name="show"),
     path("accounts/signup/", views.signup, name="signup"),
 ]
