@@ -313,7 +313,7 @@ def conversation_settings(request: Request, conversation_id: int) -> HttpRespons
     context = {"conversation": conv, "settings_form": form, "settings_saved": saved}
     status = 200 if saved else 422
     if request.htmx:
-        return render(request, f"{TEMPLATE}#settings_panel", context, status=status)
+        return render(request, "conversations/settings_panel.html", context, status=status)
     return render(request, TEMPLATE, _page_context(request, conv) | context, status=status)
 
 
