@@ -1,28 +1,31 @@
-"""Branches in a real browser: regenerate, switch versions with ‹ ›, edit and resend."""
+"""Branches in a real browser: regenerate, switch versions, edit and resend."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests import test_browser
 from tests.fake_openai import Reply
-from tests.test_browser import (  # noqa: F401
+from tests.test_browser import (
     assert_same_document,
-    chromium,
     composer,
     expect,
     expect_complete,
     last_reply,
     log_in,
     mark_document,
-    page,
     replies,
 )
+
+# The browser fixtures of tests/test_browser.py, used here too.
+chromium = test_browser.chromium
+page = test_browser.page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def bodies(page):
-    return page.locator("#thread [data-role] .msg-body")
+def bodies(tab):
+    return tab.locator("#thread [data-role] .msg-body")
 
 
 def test_regenerate_then_switch_between_the_versions(page, chromium, fake_openai):

@@ -52,7 +52,10 @@ def test_saved_settings_are_sent_with_every_call_and_recorded_on_the_reply(
     assert response.status_code == 200
     assert "Saved" in response.content.decode()
     conversation.refresh_from_db()
-    assert (conversation.model, conversation.system_prompt) == ("other-model", "Answer like a pirate.")
+    assert (conversation.model, conversation.system_prompt) == (
+        "other-model",
+        "Answer like a pirate.",
+    )
     assert (conversation.temperature, conversation.max_tokens) == (0.7, 256)
 
     fake_openai.script(Reply(tokens=["Arr"]))
