@@ -1,11 +1,17 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.validators import MaxLengthValidator
+
+from . import llm
+from .services import ConversationSettings
+
+if TYPE_CHECKING:
+    from .models import Conversation
 
 
 class MessageForm(forms.Form):
@@ -74,3 +80,93 @@ class AdminImportForm(ImportForm):
         if user is None:
             raise forms.ValidationError(f"There is no user {username!r}.")
         return user
+
+
+class EditForm(MessageForm):
+    """A user message sent again with new text (as an alternative to the original)."""
+
+
+class ConversationSettingsForm(forms.Form):
+    """The model and generation settings of a conversation (blank: the site's default)."""
+
+    use_required_attribute = False
+
+    model = forms.ChoiceField(
+        label="Model",
+        required=False,
+        error_messages={"invalid_choice": "“%(value)s” is not a model this server offers."},
+    )
+    system_prompt = forms.CharField(
+        label="System prompt",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Instructions the model gets before the conversation.",
+    )
+    temperature = forms.FloatField(
+        label="Temperature",
+        required=False,
+        min_value=0,
+        max_value=2,
+        widget=forms.NumberInput(attrs={"step": "0.1", "min": "0", "max": "2"}),
+        error_messages={"invalid": "Enter a number from 0 to 2."},
+    )
+    max_tokens = forms.IntegerField(
+        label="Maximum reply length (tokens)",
+        required=False,
+        min_value=1,
+        max_value=32768,
+        widget=forms.NumberInput(attrs={"min": "1", "max": "32768"}),
+        error_messages={"invalid": "Enter a whole number from 1 to 32768."},
+    )
+
+    def __init__(self, *args: Any, current_model: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(option.id, option.label) for option in llm.available_models()]
+        # The default and the conversation's own model stay choosable even when the server
+        # offers them no more (or nothing is configured yet): saving never changes it silently.
+        for model in (current_model, llm.default_model()):
+            if model and model not in dict(choices):
+                choices.append((model, model))
+        cast("forms.ChoiceField", self.fields["model"]).choices = choices
+        default = f"default: {settings.CHAT_TEMPERATURE:g}" if settings.CHAT_TEMPERATURE else ""
+        self.fields["temperature"].widget.attrs["placeholder"] = default or "model's default"
+        limit = settings.CHAT_MAX_TOKENS
+        self.fields["max_tokens"].widget.attrs["placeholder"] = (
+            f"default: {limit}" if limit else "no limit"
+        )
+        self.fields["system_prompt"].validators.append(
+            MaxLengthValidator(
+                settings.CHAT_MAX_MESSAGE_CHARS,
+                message="That system prompt is too long: the limit is %(limit_value)s characters.",
+            )
+        )
+
+    @classmethod
+    def for_conversation(cls, conversation: Conversation | None) -> ConversationSettingsForm:
+        """An unbound form showing a conversation's settings (a new one's: the defaults)."""
+        if conversation is None:
+            initial = {"model": llm.default_model(), "system_prompt": settings.CHAT_SYSTEM_PROMPT}
+            return cls(initial=initial)
+        return cls(
+            initial={
+                "model": conversation.model,
+                "system_prompt": conversation.system_prompt,
+                "temperature": conversation.temperature,
+                "max_tokens": conversation.max_tokens,
+            },
+            current_model=conversation.model,
+        )
+
+    def options(self, *, defaults: ConversationSettings) -> ConversationSettings:
+        """The cleaned settings; a field not sent at all (a bare message) keeps `defaults`."""
+        data = self.cleaned_data
+        sent = set(self.data)
+        return ConversationSettings(
+            model=data["model"] or defaults.model,
+            system_prompt=data["system_prompt"]
+            if "system_prompt" in sent
+            else defaults.system_prompt,
+            temperature=data["temperature"] if "temperature" in sent else defaults.temperature,
+            max_tokens=data["max_tokens"] if "max_tokens" in sent else defaults.max_tokens,
+        )

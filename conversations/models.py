@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -46,6 +48,16 @@ class Conversation(models.Model):
         return reverse("conversation", args=[self.pk])
 
 
+@dataclass(frozen=True)
+class Versions:
+    """Where a message stands among its alternatives (same parent, same role): "2/3"."""
+
+    index: int  # from 1
+    count: int
+    previous: int | None  # the id of the alternative before, None for the first
+    next: int | None
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user", "User"
@@ -61,6 +73,9 @@ class Message(models.Model):
 
     IN_FLIGHT = (Status.PENDING, Status.STREAMING)
     FINISHED = (Status.COMPLETE, Status.STOPPED, Status.INTERRUPTED, Status.ERROR)
+
+    # Set by the selectors on the messages they show; None: not computed.
+    versions: Versions | None = None
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
@@ -113,6 +128,10 @@ class Message(models.Model):
             self.Status.ERROR,
             self.Status.INTERRUPTED,
         )
+
+    @property
+    def is_regenerable(self) -> bool:
+        return self.role == self.Role.ASSISTANT and self.status in self.FINISHED
 
     @property
     def total_tokens(self) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 
-from .models import Conversation, ImportJob, Message
+from . import llm
+from .models import Conversation, ImportJob, Message, Versions
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -87,13 +89,113 @@ async def message_find(*, user: User, conversation_id: int, message_id: int) -> 
 
 
 def message_is_last(*, message: Message) -> bool:
-    return not Message.objects.filter(
-        conversation_id=message.conversation_id, pk__gt=message.pk
-    ).exists()
+    """Whether nothing follows `message`: it ends its branch."""
+    return not Message.objects.filter(parent_id=message.pk).exists()
+
+
+# --- The message tree ----------------------------------------------------------------
+# A conversation's messages form a tree; the page shows one branch, root to
+# `Conversation.current`. Trees are small (one conversation), so each is loaded in one
+# query and walked in Python.
+
+
+def _children(messages: list[Message]) -> dict[int | None, list[Message]]:
+    """Each message's children, oldest first (`messages` come ordered by created, id)."""
+    children: dict[int | None, list[Message]] = {}
+    for message in messages:
+        children.setdefault(message.parent_id, []).append(message)
+    return children
+
+
+def _newest_leaf_under(message: Message, children: dict[int | None, list[Message]]) -> Message:
+    """Descend from `message`, taking the most recently created child at each step."""
+    seen = {message.pk}
+    while children.get(message.pk):
+        message = children[message.pk][-1]
+        if message.pk in seen:  # a cycle (only hand-edited data could make one)
+            break
+        seen.add(message.pk)
+    return message
+
+
+def _shown_leaf(
+    conversation: Conversation,
+    messages: list[Message],
+    children: dict[int | None, list[Message]],
+) -> Message | None:
+    by_id = {m.pk: m for m in messages}
+    current = by_id.get(conversation.current_id) if conversation.current_id else None
+    if current is not None:
+        return _newest_leaf_under(current, children)
+    leaves = [m for m in messages if m.pk not in children]
+    return max(leaves, key=lambda m: (m.created, m.pk)) if leaves else None
+
+
+def _path_to(leaf: Message | None, by_id: dict[int, Message]) -> list[Message]:
+    """Root to `leaf`, following parents."""
+    path: list[Message] = []
+    seen: set[int] = set()
+    node = leaf
+    while node is not None and node.pk not in seen:
+        seen.add(node.pk)
+        path.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id is not None else None
+    path.reverse()
+    return path
+
+
+def _versions(message: Message, siblings: list[Message]) -> Versions:
+    same = [m.pk for m in siblings if m.role == message.role]
+    index = same.index(message.pk)
+    return Versions(
+        index=index + 1,
+        count=len(same),
+        previous=same[index - 1] if index > 0 else None,
+        next=same[index + 1] if index + 1 < len(same) else None,
+    )
 
 
 def thread(*, conversation: Conversation) -> list[Message]:
-    return list(conversation.messages.all())
+    """The branch shown: root to `conversation.current` (or to the newest leaf if unset).
+
+    Each message gets `versions`: its place among its alternatives. One query.
+    """
+    messages = list(conversation.messages.all())
+    children = _children(messages)
+    path = _path_to(_shown_leaf(conversation, messages, children), {m.pk: m for m in messages})
+    for message in path:
+        message.versions = _versions(message, children[message.parent_id])
+    return path
+
+
+def shown_leaf_id(*, conversation: Conversation) -> int | None:
+    """The last message of the branch shown (what a new question follows)."""
+    messages = list(conversation.messages.only("id", "parent_id", "created"))
+    leaf = _shown_leaf(conversation, messages, _children(messages))
+    return leaf.pk if leaf is not None else None
+
+
+def newest_leaf_id(*, message: Message) -> int:
+    """The most recent end of the branches under `message` (what showing it shows)."""
+    messages = list(
+        Message.objects.filter(conversation_id=message.conversation_id).only(
+            "id", "parent_id", "created"
+        )
+    )
+    by_id = {m.pk: m for m in messages}
+    return _newest_leaf_under(by_id.get(message.pk, message), _children(messages)).pk
+
+
+def message_versions(*, message: Message) -> Versions:
+    """`message`'s place among its alternatives (for rendering it alone). One query."""
+    siblings = list(
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            parent_id=message.parent_id,
+            role=message.role,
+        ).only("id", "role")
+    )
+    return _versions(message, siblings)
 
 
 def in_flight_reply(*, conversation: Conversation) -> Message | None:
@@ -102,25 +204,111 @@ def in_flight_reply(*, conversation: Conversation) -> Message | None:
     ).last()
 
 
-def model_context(*, reply: Message) -> list[dict[str, str]]:
-    """What the model is sent for `reply`: the system prompt, then the earlier turns.
+TRUNCATED_NOTE = "[The start of this message was left out to fit the model's context window.]\n\n…"
 
-    Only user text and finished (complete or stopped) reply text is sent — never error
-    text, never a failed attempt, never anything after the message being answered.
+
+@dataclass(frozen=True)
+class ReplyContext:
+    messages: list[dict[str, str]]
+    omitted: int  # earlier messages left out to fit the model's context window
+
+
+def model_context(*, reply: Message) -> list[dict[str, str]]:
+    """What the model is sent for `reply` (see `reply_context`)."""
+    return reply_context(reply=reply).messages
+
+
+def reply_context(*, reply: Message) -> ReplyContext:
+    """What the model is sent for `reply`: its system prompt, then the turns of its branch.
+
+    Only the branch leading to `reply` (from the user message it answers up to the root):
+    never another branch, never anything after it. Only user text and finished (complete
+    or stopped) reply text is sent — never error text, never a failed attempt. The system
+    prompt, model and reply length are those recorded on `reply`. If it all does not fit
+    the model's context window, the oldest turns are left out (see `_fit`).
     """
-    conversation = reply.conversation
-    turns = conversation.messages.filter(pk__lt=reply.pk)
-    if reply.parent_id is not None:
-        turns = turns.filter(pk__lte=reply.parent_id)
-    context: list[dict[str, str]] = []
-    if conversation.system_prompt.strip():
-        context.append({"role": "system", "content": conversation.system_prompt})
-    for message in turns.only("role", "content", "status"):
-        if message.role == Message.Role.USER or (
-            message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content
-        ):
-            context.append({"role": message.role, "content": message.content})
-    return context
+    rows = Message.objects.filter(conversation_id=reply.conversation_id).only(
+        "id", "parent_id", "role", "content", "status"
+    )
+    by_id = {m.pk: m for m in rows}
+    start = by_id.get(reply.parent_id) if reply.parent_id is not None else None
+    turns = [
+        {"role": message.role, "content": message.content}
+        for message in _path_to(start, by_id)
+        if message.role == Message.Role.USER
+        or (message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content)
+    ]
+    system = []
+    if reply.system_prompt.strip():
+        system.append({"role": "system", "content": reply.system_prompt})
+    model = reply.model or llm.default_model()
+    return _fit(system, turns, model=model, max_tokens=reply.max_tokens)
+
+
+def prompt_budget(*, model: str, max_tokens: int | None) -> int:
+    """Tokens the context may take: the model's window less what the reply needs.
+
+    The reply needs its maximum length, or without one a reserve (1024 tokens, less for
+    small windows); never more than half the window, so a huge maximum still leaves room.
+    """
+    window = llm.model_option(model).context_window
+    reserve = max_tokens or min(1024, window // 4)
+    return window - min(reserve, window // 2)
+
+
+def _fit(
+    system: list[dict[str, str]],
+    turns: list[dict[str, str]],
+    *,
+    model: str,
+    max_tokens: int | None,
+) -> ReplyContext:
+    """Leave out the oldest whole turns (a question and its replies) until the rest fits.
+
+    The system prompt and the newest message always stay; if even they do not fit, the
+    newest message loses its start (with a note saying so) rather than the call failing.
+    """
+    budget = prompt_budget(model=model, max_tokens=max_tokens)
+
+    def fits(messages: list[dict[str, str]]) -> bool:
+        return llm.count_tokens(messages, model=model) <= budget
+
+    if not turns or fits(system + turns):
+        return ReplyContext(system + turns, 0)
+    # Turns start at each user message; the last one (the question answered) always stays.
+    starts = [i for i, turn in enumerate(turns) if turn["role"] == Message.Role.USER and i > 0]
+    cuts = sorted({0, *starts, len(turns) - 1})
+    # Fewest turns left out that fits: the count shrinks as more are left out (bisect).
+    low, high = min(1, len(cuts) - 1), len(cuts) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if fits(system + turns[cuts[middle] :]):
+            high = middle
+        else:
+            low = middle + 1
+    kept = turns[cuts[low] :]
+    if low < len(cuts) - 1 or fits(system + kept):
+        return ReplyContext(system + kept, cuts[low])
+    return ReplyContext(system + _truncated(system, kept[-1], fits), len(turns) - 1)
+
+
+def _truncated(
+    system: list[dict[str, str]], last: dict[str, str], fits: Callable[[list[dict[str, str]]], bool]
+) -> list[dict[str, str]]:
+    """`last` with as much of its end as fits after the system prompt, behind a note."""
+    text = last["content"]
+
+    def shortened(keep: int) -> list[dict[str, str]]:
+        return [{"role": last["role"], "content": TRUNCATED_NOTE + text[len(text) - keep :]}]
+
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(system + shortened(middle)):
+            low = middle
+        else:
+            high = middle - 1
+    return shortened(low)
 
 
 def readme_section(heading: str) -> str:

@@ -1,4 +1,4 @@
-"""Writes: sending messages, generating, stopping and retrying replies.
+"""Writes: sending and editing messages, generating, stopping and regenerating replies.
 
 The rules that keep anything from being lost live here: the user's message is committed
 before the model is called; the reply is written as it grows; however a reply ends, its
@@ -70,8 +70,14 @@ def _lock_idle(conversation_id: int) -> Conversation:
 
 
 def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Message:
-    """Create the reply that the runner will write, and mark the conversation active."""
+    """Create the reply that the runner will write, show it, and mark the conversation active.
+
+    The reply records the settings it is generated with: the conversation's, or the site's
+    defaults where the conversation has none.
+    """
     now = timezone.now()
+    temperature = conversation.temperature
+    max_tokens = conversation.max_tokens
     reply = Message.objects.create(
         conversation=conversation,
         parent_id=question_id,
@@ -79,39 +85,65 @@ def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Me
         status=Message.Status.PENDING,
         model=conversation.model or llm.default_model(),
         system_prompt=conversation.system_prompt,
-        temperature=(
-            conversation.temperature
-            if conversation.temperature is not None
-            else settings.CHAT_TEMPERATURE
-        ),
-        max_tokens=conversation.max_tokens or settings.CHAT_MAX_TOKENS or None,
+        temperature=settings.CHAT_TEMPERATURE if temperature is None else temperature,
+        max_tokens=(settings.CHAT_MAX_TOKENS or None) if max_tokens is None else max_tokens,
     )
-    Conversation.objects.filter(pk=conversation.pk).update(updated=now)
+    Conversation.objects.filter(pk=conversation.pk).update(updated=now, current=reply)
     conversation.updated = now
+    conversation.current = reply
     transaction.on_commit(lambda: reply_start(reply=reply))
     return reply
 
 
+@dataclass(frozen=True)
+class ConversationSettings:
+    """What a conversation's replies are generated with; None: the site's default."""
+
+    model: str
+    system_prompt: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+def conversation_defaults() -> ConversationSettings:
+    """The settings of a new conversation, from the site's configuration."""
+    return ConversationSettings(
+        model=llm.default_model(), system_prompt=settings.CHAT_SYSTEM_PROMPT
+    )
+
+
 @transaction.atomic
 def message_send(
-    *, user: User, conversation: Conversation | None, content: str
+    *,
+    user: User,
+    conversation: Conversation | None,
+    content: str,
+    options: ConversationSettings | None = None,
 ) -> tuple[Conversation, Message, Message]:
     """Save the user's message (creating the conversation if needed) and start the reply.
 
-    The message is committed and logged before the model is called. Raises
-    `ConversationBusy` if a reply is still being written in this conversation.
+    The message follows the last message of the branch shown. A new conversation gets
+    `options` (by default the site's). The message is committed and logged before the
+    model is called. Raises `ConversationBusy` if a reply is still being written in this
+    conversation.
     """
     if conversation is None:
+        options = options or conversation_defaults()
         conversation = Conversation.objects.create(
             owner=user,
             title=provisional_title(text=content),
-            model=llm.default_model(),
-            system_prompt=settings.CHAT_SYSTEM_PROMPT,
+            model=options.model,
+            system_prompt=options.system_prompt,
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
         )
+        leaf_id = None
     else:
         conversation = _lock_idle(conversation.pk)
+        leaf_id = selectors.shown_leaf_id(conversation=conversation)
     question = Message.objects.create(
         conversation=conversation,
+        parent_id=leaf_id,
         role=Message.Role.USER,
         content=content,
         status=Message.Status.COMPLETE,
@@ -127,22 +159,78 @@ def reply_start(*, reply: Message) -> LiveReply:
 
 
 class NotRetryable(Exception):
-    message = "Only the latest reply can be retried, and only if it failed or was interrupted."
+    message = "Only the latest reply can be retried or regenerated, and only once it has finished."
 
 
 @transaction.atomic
-def reply_retry(*, reply: Message) -> Message:
-    """Answer the same user message again with a new reply; the failed one is kept.
+def reply_regenerate(*, reply: Message) -> Message:
+    """Answer the same user message again with a new reply, shown in place of `reply`.
 
-    Only the conversation's latest message, a failed or interrupted reply, can be
-    retried (`NotRetryable` otherwise), so the thread always reads in order.
+    `reply` is kept as an alternative (a sibling). Only a finished reply that ends its
+    branch can be regenerated (`NotRetryable` otherwise); `ConversationBusy` while a
+    reply is being written.
     """
     conversation = _lock_idle(reply.conversation_id)
     reply.refresh_from_db()
-    newest = conversation.messages.only("pk").last()
-    if not reply.is_retryable or newest is None or newest.pk != reply.pk:
+    if not reply.is_regenerable or not selectors.message_is_last(message=reply):
         raise NotRetryable()
     return _pending_reply(conversation=conversation, question_id=reply.parent_id)
+
+
+# Retrying a failed reply is regenerating it.
+reply_retry = reply_regenerate
+
+
+class NotEditable(Exception):
+    message = "Only your own messages can be edited."
+
+
+@transaction.atomic
+def message_edit(*, user: User, message: Message, content: str) -> tuple[Message, Message]:
+    """Send `content` in place of the user message `message`, and start its reply.
+
+    The new message is an alternative to `message` (same parent); `message` and all that
+    followed it are kept. Raises `NotEditable` for a reply, `ConversationBusy` while a
+    reply is being written.
+    """
+    conversation = _lock_idle(message.conversation_id)
+    if message.role != Message.Role.USER:
+        raise NotEditable()
+    question = Message.objects.create(
+        conversation=conversation,
+        parent_id=message.parent_id,
+        role=Message.Role.USER,
+        content=content,
+        status=Message.Status.COMPLETE,
+    )
+    transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
+    reply = _pending_reply(conversation=conversation, question_id=question.pk)
+    return question, reply
+
+
+@transaction.atomic
+def conversation_show(*, message: Message) -> Conversation:
+    """Show the branch through `message`: its most recent continuation.
+
+    Refused (`ConversationBusy`) while a reply is being written, which stays on screen
+    with its Stop button.
+    """
+    conversation = _lock_idle(message.conversation_id)
+    conversation.current_id = selectors.newest_leaf_id(message=message)
+    conversation.save(update_fields=["current"])
+    return conversation
+
+
+def conversation_update_settings(
+    *, conversation: Conversation, options: ConversationSettings
+) -> Conversation:
+    """Change what the conversation's next replies are generated with."""
+    conversation.model = options.model
+    conversation.system_prompt = options.system_prompt
+    conversation.temperature = options.temperature
+    conversation.max_tokens = options.max_tokens
+    conversation.save(update_fields=["model", "system_prompt", "temperature", "max_tokens"])
+    return conversation
 
 
 def reply_stop(*, reply: Message, wait: float = 5.0) -> Message:
@@ -239,7 +327,14 @@ def _on_db_thread(fn: Callable[P, T]) -> Callable[P, T]:
 def _load(message_id: int) -> tuple[Message, list[dict[str, str]]]:
     close_old_connections()
     reply = Message.objects.select_related("conversation__owner").get(pk=message_id)
-    return reply, selectors.model_context(reply=reply)
+    context = selectors.reply_context(reply=reply)
+    if context.omitted != reply.omitted:
+        # Shown with the reply: what the model did not see.
+        Message.objects.filter(pk=reply.pk, status__in=Message.IN_FLIGHT).update(
+            omitted=context.omitted
+        )
+        reply.omitted = context.omitted
+    return reply, context.messages
 
 
 @_on_db_thread

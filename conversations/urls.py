@@ -36,6 +36,10 @@ urlpatterns = [
     path("c/<id:conversation_id>/m/<id:message_id>/stop/", views.stop, name="stop"),
     path("c/<id:conversation_id>/m/<id:message_id>/retry/", views.retry, name="retry"),
     path("help/models/", views.help_models, name="help_models"),
+    path("c/<id:conversation_id>/settings/", views.conversation_settings, name="settings"),
+    path("c/<id:conversation_id>/m/<id:message_id>/", views.message, name="message"),
+    path("c/<id:conversation_id>/m/<id:message_id>/edit/", views.edit, name="edit"),
+    path("c/<id:conversation_id>/m/<id:message_id>/show/", views.show, name="show"),
     path("accounts/signup/", views.signup, name="signup"),
     # Export and import
     path("c/<id:conversation_id>/export/<str:fmt>/", views.export_conversation, name="export"),

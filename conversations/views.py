@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from django_htmx.middleware import HtmxDetails
 
 from . import importer, selectors, services, transfer
-from .forms import ImportForm, MessageForm
+from .forms import ConversationSettingsForm, EditForm, ImportForm, MessageForm
 from .models import Conversation, Message
 from .runner import runner
 
@@ -49,6 +49,7 @@ def _page_context(
     conversation: Conversation | None,
     form: MessageForm | None = None,
     sidebar: selectors.ConversationPage | None = None,
+    settings_form: ConversationSettingsForm | None = None,
 ) -> dict[str, Any]:
     thread: list[Message] = []
     if conversation is not None:
@@ -61,6 +62,7 @@ def _page_context(
         "last_id": thread[-1].pk if thread else None,
         "busy": any(m.is_in_flight for m in thread),
         "form": form or MessageForm(),
+        "settings_form": settings_form or ConversationSettingsForm.for_conversation(conversation),
     }
 
 
@@ -88,10 +90,14 @@ def older_conversations(request: Request) -> HttpResponse:
 
 
 def _composer_error(
-    request: Request, conversation: Conversation | None, form: MessageForm, status: int
+    request: Request,
+    conversation: Conversation | None,
+    form: MessageForm,
+    status: int,
+    settings_form: ConversationSettingsForm | None = None,
 ) -> HttpResponse:
     """Refused input: the composer with its error inline (HTMX), or the page (no JS)."""
-    context = _page_context(request, conversation, form)
+    context = _page_context(request, conversation, form, settings_form=settings_form)
     if request.htmx:
         response = render(request, f"{TEMPLATE}#composer", context, status=status)
         return reswap(retarget(response, "#composer"), "outerHTML")
@@ -107,11 +113,18 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
         else None
     )
     form = MessageForm(request.POST)
-    if not form.is_valid():
-        return _composer_error(request, conv, form, status=422)
+    # A new chat's first message carries its settings (the composer's settings panel).
+    settings_form = ConversationSettingsForm(request.POST) if conv is None else None
+    settings_valid = settings_form is None or settings_form.is_valid()
+    if not form.is_valid() or not settings_valid:
+        return _composer_error(request, conv, form, status=422, settings_form=settings_form)
+    defaults = services.conversation_defaults()
     try:
         new_conv, question, reply = services.message_send(
-            user=request.user, conversation=conv, content=form.cleaned_data["content"]
+            user=request.user,
+            conversation=conv,
+            content=form.cleaned_data["content"],
+            options=settings_form.options(defaults=defaults) if settings_form else None,
         )
     except services.ConversationBusy as exc:
         form.add_error("content", exc.message)
@@ -154,6 +167,7 @@ def _message_response(request: Request, message: Message) -> HttpResponse:
 
 def render_message(message_id: int, request: HttpRequest | None = None) -> str:
     message = Message.objects.get(pk=message_id)
+    message.versions = selectors.message_versions(message=message)
     is_last = selectors.message_is_last(message=message)
     return render_to_string(
         f"{TEMPLATE}#message",
@@ -175,21 +189,132 @@ def stop(request: Request, conversation_id: int, message_id: int) -> HttpRespons
 @login_required
 @require_POST
 def retry(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
+    """Regenerate the last reply (Retry, for a failed one): the old one stays an alternative."""
     reply = selectors.message_get(
         user=request.user, conversation_id=conversation_id, message_id=message_id
     )
     try:
-        new = services.reply_retry(reply=reply)
+        new = services.reply_regenerate(reply=reply)
     except services.NotRetryable as exc:
         return HttpResponse(exc.message, status=400, content_type=TEXT)
     except services.ConversationBusy as exc:
-        busy = HttpResponse(exc.message, status=409, content_type=TEXT)
-        return reswap(retarget(busy, "#composer-error"), "innerHTML")
+        return _busy(exc)
     if not request.htmx:
         services.reply_wait(reply=new, timeout=settings.CHAT_NOJS_WAIT)
         return redirect(reply.conversation)
-    old = render_to_string(f"{TEMPLATE}#message", {"message": reply, "oob": True}, request=request)
-    return HttpResponse(render_message(new.pk, request=request) + old)
+    return _thread_response(request, reply.conversation_id)
+
+
+# --- Branches: edit, switch versions; settings --------------------------------------
+
+
+def _busy(exc: services.ConversationBusy) -> HttpResponse:
+    busy = HttpResponse(exc.message, status=409, content_type=TEXT)
+    return reswap(retarget(busy, "#composer-error"), "innerHTML")
+
+
+def _thread_response(request: Request, conversation_id: int) -> HttpResponse:
+    """The branch now shown, swapped in for the thread (htmx)."""
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    thread = selectors.thread(conversation=conv)
+    context = {"thread": thread, "last_id": thread[-1].pk if thread else None}
+    html = render_to_string(f"{TEMPLATE}#messages", context, request=request)
+    return reswap(retarget(HttpResponse(html), "#thread"), "innerHTML")
+
+
+@login_required
+@require_GET
+def message(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
+    """One message as shown in the thread (htmx: cancelling an edit); the page without JS."""
+    found = selectors.message_get(
+        user=request.user, conversation_id=conversation_id, message_id=message_id
+    )
+    return _message_response(request, found)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def edit(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
+    """A user message sent again with new text, as an alternative: the form, then the send."""
+    original = selectors.message_get(
+        user=request.user, conversation_id=conversation_id, message_id=message_id
+    )
+    if original.role != Message.Role.USER:
+        return HttpResponse(services.NotEditable.message, status=400, content_type=TEXT)
+    if request.method == "GET":
+        form = EditForm(initial={"content": original.content})
+        return _edit_form(request, original, form, status=200)
+    form = EditForm(request.POST)
+    if not form.is_valid():
+        return _edit_form(request, original, form, status=422)
+    try:
+        _question, reply = services.message_edit(
+            user=request.user, message=original, content=form.cleaned_data["content"]
+        )
+    except services.ConversationBusy as exc:
+        if request.htmx:
+            return _busy(exc)
+        form.add_error("content", exc.message)
+        return _edit_form(request, original, form, status=409)
+    if not request.htmx:
+        services.reply_wait(reply=reply, timeout=settings.CHAT_NOJS_WAIT)
+        return redirect(original.conversation)
+    return _thread_response(request, original.conversation_id)
+
+
+def _edit_form(request: Request, original: Message, form: EditForm, status: int) -> HttpResponse:
+    """The message with its edit form in place of its text: alone (htmx) or in the page."""
+    if request.htmx:
+        original.versions = selectors.message_versions(message=original)
+        context = {"message": original, "editing": original.pk, "edit_form": form}
+        response = render(request, f"{TEMPLATE}#message", context, status=status)
+        return reswap(retarget(response, f"#m-{original.pk}"), "outerHTML")
+    context = _page_context(request, original.conversation)
+    context |= {"editing": original.pk, "edit_form": form}
+    return render(request, TEMPLATE, context, status=status)
+
+
+@login_required
+@require_POST
+def show(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
+    """Switch to another version of a message: show its branch (most recent continuation)."""
+    target = selectors.message_get(
+        user=request.user, conversation_id=conversation_id, message_id=message_id
+    )
+    try:
+        services.conversation_show(message=target)
+    except services.ConversationBusy as exc:
+        return _busy(exc)
+    if not request.htmx:
+        return redirect(f"{target.conversation.get_absolute_url()}#m-{target.pk}")
+    return _thread_response(request, conversation_id)
+
+
+@login_required
+@require_POST
+def conversation_settings(request: Request, conversation_id: int) -> HttpResponse:
+    """Change the model and generation settings of the conversation's next replies."""
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    form = ConversationSettingsForm(request.POST, current_model=conv.model)
+    saved = form.is_valid()
+    if saved:
+        current = services.ConversationSettings(
+            model=conv.model,
+            system_prompt=conv.system_prompt,
+            temperature=conv.temperature,
+            max_tokens=conv.max_tokens,
+        )
+        conv = services.conversation_update_settings(
+            conversation=conv, options=form.options(defaults=current)
+        )
+        if not request.htmx:
+            return redirect(conv)
+        form = ConversationSettingsForm.for_conversation(conv)
+    context = {"conversation": conv, "settings_form": form, "settings_saved": saved}
+    status = 200 if saved else 422
+    if request.htmx:
+        return render(request, "conversations/settings_panel.html", context, status=status)
+    return render(request, TEMPLATE, _page_context(request, conv) | context, status=status)
 
 
 # --- Server-sent events --------------------------------------------------------------

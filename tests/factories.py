@@ -34,11 +34,21 @@ class ConversationFactory(factory.django.DjangoModelFactory):
     system_prompt = "You are a test assistant."
 
 
+def _latest_message(message) -> Message | None:
+    """A message made without a parent follows the conversation's newest one, as in a chat.
+
+    Messages form a tree (migration 0002): without this, every factory-made question would
+    be a root of its own, i.e. an alternative to the first question, not a follow-up.
+    """
+    return Message.objects.filter(conversation=message.conversation).order_by("id").last()
+
+
 class MessageFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Message
 
     conversation = factory.SubFactory(ConversationFactory)
+    parent = factory.LazyAttribute(_latest_message)
     role = Message.Role.USER
     content = factory.Sequence(lambda n: f"Message text {n}")
     status = Message.Status.COMPLETE

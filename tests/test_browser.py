@@ -427,14 +427,18 @@ def test_an_error_reply_can_be_retried(page, chromium, fake_openai):
     expect(retry).to_be_visible()
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
 
+    failed_id = failed.get_attribute("id")
     retry.click()
-    expect(replies(page)).to_have_count(2)
-    samples = watch_stream(page, "Second time lucky.", 2)
+    # The new attempt takes the failed one's place; that one stays as version 1 of 2.
+    expect(last_reply(page)).not_to_have_attribute("id", failed_id)
+    expect(replies(page)).to_have_count(1)
+    samples = watch_stream(page, "Second time lucky.", 1)
     assert len(partial_lengths(samples, "Second time lucky.")) >= 1, samples
     expect_complete(page, "Second time lucky.")
-    # The failed attempt stays, without its Retry button now.
-    expect(replies(page).first).to_have_attribute("data-status", "error")
     expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+    last_reply(page).get_by_role("button", name="Previous version").click()
+    expect(last_reply(page)).to_have_attribute("data-status", "error")
+    expect(last_reply(page).get_by_text("Version 1 of 2")).to_be_attached()
     assert len(fake_openai.requests) == 2
     assert_streams_closed(page)
     assert_same_document(page)

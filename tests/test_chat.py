@@ -265,14 +265,19 @@ def test_retry_answers_the_same_message_again_and_keeps_the_failed_reply(owner_c
     assert failed.status == Message.Status.ERROR  # kept, not deleted
     # The retry's context has the question once and no error text.
     assert fake_openai.requests[-1]["messages"][1:] == [{"role": "user", "content": "Try twice"}]
-    # The old reply is re-rendered without its Retry button.
+    # The thread now shows the new reply in place of the failed one, which stays reachable
+    # as the other version (branches: the failed attempt is a sibling, no longer inline).
     html = response.content.decode()
-    assert f'id="m-{failed.pk}"' in html
+    assert response["HX-Retarget"] == "#thread"
+    assert f'id="m-{new.pk}"' in html
+    assert f'id="m-{failed.pk}"' not in html
+    assert "Version 2 of 2" in html
     assert html.count("Retry</button>") == 0
 
 
-def test_only_failed_replies_can_be_retried(owner_client, owner):
+def test_only_the_last_reply_of_a_branch_can_be_regenerated(owner_client, owner):
     reply = ReplyFactory(conversation__owner=owner)
+    MessageFactory(conversation=reply.conversation, parent=reply)
     response = owner_client.post(reverse("retry", args=[reply.conversation_id, reply.pk]))
     assert response.status_code == 400
 

@@ -27,6 +27,7 @@
   document.addEventListener("keydown", function (event) {
     var target = event.target;
     if (!(target instanceof HTMLTextAreaElement) || !target.closest("#composer")) return;
+    if (target.name !== "content") return;  // the settings' system prompt takes Enter as a newline
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       var form = target.form;

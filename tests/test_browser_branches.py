@@ -1,0 +1,106 @@
+"""Branches in a real browser: regenerate, switch versions, edit and resend."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import test_browser
+from tests.fake_openai import Reply
+from tests.test_browser import (
+    assert_same_document,
+    composer,
+    expect,
+    expect_complete,
+    last_reply,
+    log_in,
+    mark_document,
+    replies,
+)
+
+# The browser fixtures of tests/test_browser.py, used here too.
+chromium = test_browser.chromium
+page = test_browser.page
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def bodies(tab):
+    return tab.locator("#thread [data-role] .msg-body")
+
+
+def test_regenerate_then_switch_between_the_versions(page, chromium, fake_openai):
+    fake_openai.script(
+        Reply(tokens=["First", " answer."], delay=0.02),
+        Reply(tokens=["Second", " answer."], delay=0.05),
+    )
+    log_in(page)
+    composer(page).fill("Tell me a fact")
+    composer(page).press("Enter")
+    expect_complete(page, "First answer.")
+    mark_document(page)
+
+    page.get_by_role("button", name="Regenerate").click()
+    expect_complete(page, "Second answer.")
+    expect(replies(page)).to_have_count(1)
+    reply = last_reply(page)
+    expect(reply.get_by_text("Version 2 of 2")).to_be_attached()
+    expect(reply.get_by_role("button", name="Next version")).to_be_disabled()
+
+    reply.get_by_role("button", name="Previous version").click()
+    expect(bodies(page)).to_have_text(["Tell me a fact", "First answer."])
+    reply = last_reply(page)
+    expect(reply.get_by_text("Version 1 of 2")).to_be_attached()
+    expect(reply.get_by_role("button", name="Previous version")).to_be_disabled()
+
+    reply.get_by_role("button", name="Next version").click()
+    expect(bodies(page)).to_have_text(["Tell me a fact", "Second answer."])
+    assert_same_document(page)
+    # The page shows what was saved: the version chosen last.
+    page.reload()
+    expect(bodies(page)).to_have_text(["Tell me a fact", "Second answer."])
+    assert len(fake_openai.requests) == 2
+
+
+def test_edit_a_message_and_resend(page, chromium, fake_openai):
+    fake_openai.script(
+        Reply(tokens=["About", " cats."], delay=0.02),
+        Reply(tokens=["About", " dogs."], delay=0.05),
+    )
+    log_in(page)
+    composer(page).fill("Tell me about cats")
+    composer(page).press("Enter")
+    expect_complete(page, "About cats.")
+    mark_document(page)
+
+    question = page.locator("#thread [data-role=user]")
+    question.get_by_role("link", name="Edit message").click()
+    box = page.get_by_role("textbox", name="Edit message")
+    expect(box).to_have_value("Tell me about cats")
+    box.fill("Tell me about dogs")
+    page.get_by_role("button", name="Save & send").click()
+    expect_complete(page, "About dogs.")
+    expect(bodies(page)).to_have_text(["Tell me about dogs", "About dogs."])
+    expect(question.get_by_text("Version 2 of 2")).to_be_attached()
+    assert fake_openai.requests[-1]["messages"][1:] == [
+        {"role": "user", "content": "Tell me about dogs"}
+    ]
+
+    # The original question and its answer are one click away.
+    question.get_by_role("button", name="Previous version").click()
+    expect(bodies(page)).to_have_text(["Tell me about cats", "About cats."])
+    assert_same_document(page)
+
+
+def test_cancelling_an_edit_restores_the_message(page, chromium, fake_openai):
+    fake_openai.script(Reply(tokens=["Fine."], delay=0.02))
+    log_in(page)
+    composer(page).fill("Keep this text")
+    composer(page).press("Enter")
+    expect_complete(page, "Fine.")
+    question = page.locator("#thread [data-role=user]")
+    question.get_by_role("link", name="Edit message").click()
+    expect(page.get_by_role("textbox", name="Edit message")).to_be_visible()
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.get_by_role("textbox", name="Edit message")).to_have_count(0)
+    expect(bodies(page)).to_have_text(["Keep this text", "Fine."])
+    assert len(fake_openai.requests) == 1
