@@ -66,6 +66,23 @@ def log_message(message: Message, *, username: str) -> None:
     )
 
 
+def log_deleted(*, username: str, conversation_id: int, title: str, message_count: int) -> None:
+    """Record that a user deleted a conversation (the log keeps what it said)."""
+    logger.info(
+        "deleted conversation %s",
+        conversation_id,
+        extra={
+            "chat": {
+                "event": "deleted",
+                "user": username,
+                "conversation": conversation_id,
+                "title": title,
+                "messages": message_count,
+            }
+        },
+    )
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "-"
@@ -80,7 +97,9 @@ class FileFormatter(logging.Formatter):
         data = getattr(record, "chat", None)
         if data is None:
             return f"{stamp} {record.levelname} msg={_value(record.getMessage())}"
-        pairs = " ".join(f"{key}={_value(data.get(key))}" for key in FIELDS)
+        # Turn events have every field; others (a deletion) only their own, in their order.
+        keys = FIELDS if data.get("event") in ("message", "reply") else tuple(data)
+        pairs = " ".join(f"{key}={_value(data.get(key))}" for key in keys)
         return f"{stamp} {record.levelname} {pairs}"
 
 

@@ -35,5 +35,9 @@ urlpatterns = [
     ),
     path("c/<id:conversation_id>/m/<id:message_id>/stop/", views.stop, name="stop"),
     path("c/<id:conversation_id>/m/<id:message_id>/retry/", views.retry, name="retry"),
+    path("c/<id:conversation_id>/rename/", views.rename, name="rename"),
+    path("c/<id:conversation_id>/delete/", views.delete, name="delete"),
+    path("c/<id:conversation_id>/title/", views.conversation_title, name="conversation_title"),
+    path("search/", views.search, name="search"),
     path("accounts/signup/", views.signup, name="signup"),
 ]
