@@ -497,8 +497,8 @@ def clean_title(text: str) -> str:
     """A model's answer made into a title: one line, no quotes or "Title:", at most 60 chars."""
     lines = [line.strip() for line in text.replace("\x00", "").splitlines() if line.strip()]
     title = lines[0] if lines else ""
-    title = re.sub(r"^(?:\*\*|#+\s*)?title\s*[:\-–]\s*", "", title, flags=re.IGNORECASE)
-    title = title.strip().strip("*_`\"'“”‘’«»").strip().rstrip(".").strip()
+    title = re.sub(r"^[*_#\s]*title\s*[*_]*\s*[:\-–]", "", title, flags=re.IGNORECASE)
+    title = title.strip(" \t*_`\"'“”‘’«»").rstrip(".").strip(" \t*_`\"'“”‘’«»")
     title = " ".join(title.split())
     if len(title) > TITLE_MAX_CHARS:
         title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
