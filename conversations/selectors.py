@@ -12,9 +12,9 @@ from django.db import connection
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
-from django.utils import timezone
 
 from .models import Conversation, Message
 
@@ -324,13 +324,13 @@ def _search_postgresql(
     from django.contrib.postgres.search import SearchQuery, SearchVector
 
     ts_query = SearchQuery(query[:SEARCH_MAX_CHARS], config="simple", search_type="websearch")
-    titles = list(
+    titles: list[Conversation] = list(
         Conversation.objects.annotate(_fts=SearchVector("title", config="simple"))
         .filter(owner=user, _fts=ts_query)
         .only("id", "title", "updated")
         .order_by("-updated", "-id")[offset : offset + limit]
     )
-    messages = list(
+    messages: list[Message] = list(
         Message.objects.annotate(_fts=SearchVector("content", config="simple"))
         .filter(conversation__owner=user, _fts=ts_query)
         .select_related("conversation")

@@ -56,8 +56,11 @@ def test_it_renames_without_javascript_and_redirects_back(owner_client, owner):
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("title", "error"),
-    [("", "Give the conversation a title."), ("   ", "Give the conversation a title.")]
-    + [("x" * 201, "the limit is 200 characters and it has 201")],
+    [
+        ("", "Give the conversation a title."),
+        ("   ", "Give the conversation a title."),
+        ("x" * 201, "the limit is 200 characters and it has 201"),
+    ],
 )
 @pytest.mark.parametrize("htmx", [True, False])
 def test_it_refuses_an_empty_or_too_long_title_with_an_inline_error(
@@ -69,7 +72,7 @@ def test_it_refuses_an_empty_or_too_long_title_with_an_inline_error(
     html = response.content.decode()
     assert error in html
     assert 'role="alert"' in html
-    assert "<details class=\"conv-rename\" open>" in html
+    assert '<details class="conv-rename" open>' in html
     if not htmx:
         assert 'id="composer"' in html  # the whole page, form open with its error
     conversation.refresh_from_db()
@@ -104,9 +107,7 @@ def test_rename_only_accepts_post(owner_client, owner):
 
 
 @pytest.mark.django_db
-def test_delete_asks_for_confirmation_on_a_page_that_works_without_javascript(
-    owner_client, owner
-):
+def test_delete_asks_for_confirmation_on_a_page_that_works_without_javascript(owner_client, owner):
     question = MessageFactory(conversation__owner=owner, conversation__title="Tax <b>notes</b>")
     ReplyFactory(conversation=question.conversation, parent=question)
     url = reverse("delete", args=[question.conversation_id])
@@ -170,9 +171,7 @@ def test_a_stranger_cannot_see_or_delete_my_conversation(stranger_client, owner)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_deleting_stops_a_reply_still_being_written_first(
-    owner_client, fake_openai, log_path
-):
+def test_deleting_stops_a_reply_still_being_written_first(owner_client, fake_openai, log_path):
     fake_openai.script(Reply(tokens=["word "] * 200, delay=0.05))
     send(owner_client, "Write a long essay")
     reply = last_reply()
@@ -215,9 +214,7 @@ def _first_exchange(client, fake_openai, *replies: Reply) -> Conversation:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_titles_a_conversation_after_its_first_exchange(
-    owner_client, fake_openai, auto_titles
-):
+def test_it_titles_a_conversation_after_its_first_exchange(owner_client, fake_openai, auto_titles):
     conversation = _first_exchange(
         owner_client, fake_openai, Reply(tokens=['Title: "French', " capital", '."\n', "More"])
     )
@@ -281,7 +278,9 @@ def test_it_never_overwrites_a_title_the_user_set_even_while_the_title_is_asked_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_renamed_conversation_is_not_sent_for_a_title(owner_client, owner, fake_openai, auto_titles):
+def test_a_renamed_conversation_is_not_sent_for_a_title(
+    owner_client, owner, fake_openai, auto_titles
+):
     conversation = ConversationFactory(owner=owner, title="Chosen", title_set_by_user=True)
     fake_openai.script(Reply(tokens=["Fine."]))
     send(owner_client, "Hello", conversation)
@@ -404,8 +403,13 @@ def test_a_heading_is_not_repeated_when_the_next_page_continues_its_group(
 ):
     settings.TIME_ZONE = "UTC"
     settings.CHAT_SIDEBAR_LIMIT = 2
-    for age in (timedelta(hours=1), timedelta(hours=2), timedelta(hours=3), timedelta(days=90),
-                timedelta(days=91)):
+    for age in (
+        timedelta(hours=1),
+        timedelta(hours=2),
+        timedelta(hours=3),
+        timedelta(days=90),
+        timedelta(days=91),
+    ):
         c = ConversationFactory(owner=owner)
         Conversation.objects.filter(pk=c.pk).update(updated=NOW - age)
     monkeypatch.setattr(timezone, "now", lambda: NOW)

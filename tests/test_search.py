@@ -175,9 +175,9 @@ def test_the_index_follows_edits_and_deletions(owner, owner_client):
     assert [h.message_id for h in selectors.search(user=owner, query="after").messages] == [
         message.pk
     ]
-    assert [h.conversation_id for h in selectors.search(user=owner, query="heading").conversations] == [
-        conversation.pk
-    ]
+    assert [
+        h.conversation_id for h in selectors.search(user=owner, query="heading").conversations
+    ] == [conversation.pk]
     conversation.delete()
     assert selectors.search(user=owner, query="after").messages == []
     assert selectors.search(user=owner, query="heading").conversations == []
