@@ -43,11 +43,43 @@ from django.db import transaction  # noqa: E402
 from conversations import selectors  # noqa: E402
 from conversations.models import Conversation, Message  # noqa: E402
 
-WORDS = (
-    "the model answer question python django table index search query reply server "
-    "database page sidebar title token stream branch history error retry stop start "
-    "garden recipe travel budget music physics poem letter summary translate code"
-).split()
+WORDS = [
+    "the",
+    "model",
+    "answer",
+    "question",
+    "python",
+    "django",
+    "table",
+    "index",
+    "search",
+    "query",
+    "reply",
+    "server",
+    "database",
+    "page",
+    "sidebar",
+    "title",
+    "token",
+    "stream",
+    "branch",
+    "history",
+    "error",
+    "retry",
+    "stop",
+    "start",
+    "garden",
+    "recipe",
+    "travel",
+    "budget",
+    "music",
+    "physics",
+    "poem",
+    "letter",
+    "summary",
+    "translate",
+    "code",
+]
 
 
 def text(rng: random.Random, n: int) -> str:
@@ -63,8 +95,7 @@ def fill(user: User, messages: int, rng: random.Random, extra: str = "") -> None
                 Message(
                     conversation=conversation,
                     role="user" if i % 2 == 0 else "assistant",
-                    content=text(rng, 40)
-                    + (f" {extra}" if extra and rng.random() < 0.001 else ""),
+                    content=text(rng, 40) + (f" {extra}" if extra and rng.random() < 0.001 else ""),
                 )
                 for i in range(min(per, messages - start))
             )
