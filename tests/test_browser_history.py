@@ -1,5 +1,5 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_browser are parameters here)
 """Managing history in a real browser: rename, delete, search, automatic titles."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.test_browser are parameters here)
 
 from __future__ import annotations
 
