@@ -97,8 +97,8 @@ class FileFormatter(logging.Formatter):
         data = getattr(record, "chat", None)
         if data is None:
             return f"{stamp} {record.levelname} msg={_value(record.getMessage())}"
-        # Turn events have every field; others (a deletion) only their own, in their order.
-        keys = FIELDS if data.get("event") in ("message", "reply") else tuple(data)
+        # Every line has every turn field ("-" when not applicable), then any of its own.
+        keys = FIELDS + tuple(key for key in data if key not in FIELDS)
         pairs = " ".join(f"{key}={_value(data.get(key))}" for key in keys)
         return f"{stamp} {record.levelname} {pairs}"
 
