@@ -195,6 +195,11 @@ if CHAT_STALE_AFTER < 30:
 # How long a no-JavaScript send waits for the reply before redirecting.
 CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
 CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)
+# After a conversation's first reply, ask the model for a short title (a small extra request).
+CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)
+# Seconds the title request may take; past that the first words of the message stay the title.
+CHAT_TITLE_TIMEOUT = env.float("CHAT_TITLE_TIMEOUT", default=8.0)
+CHAT_SEARCH_PAGE_SIZE = env.int("CHAT_SEARCH_PAGE_SIZE", default=20)
 
 # --- Import -------------------------------------------------------------------
 # Largest export a user may upload on /import/ (bytes). Uploaded files are written to a

@@ -86,6 +86,23 @@ def log_import(conversation: Conversation, *, username: str, messages: int) -> N
     )
 
 
+def log_deleted(*, username: str, conversation_id: int, title: str, message_count: int) -> None:
+    """Record that a user deleted a conversation (the log keeps what it said)."""
+    logger.info(
+        "deleted conversation %s",
+        conversation_id,
+        extra={
+            "chat": {
+                "event": "deleted",
+                "user": username,
+                "conversation": conversation_id,
+                "title": title,
+                "messages": message_count,
+            }
+        },
+    )
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "-"

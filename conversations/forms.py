@@ -170,3 +170,26 @@ class ConversationSettingsForm(forms.Form):
             temperature=data["temperature"] if "temperature" in sent else defaults.temperature,
             max_tokens=data["max_tokens"] if "max_tokens" in sent else defaults.max_tokens,
         )
+
+
+class RenameForm(forms.Form):
+    use_required_attribute = False
+
+    title = forms.CharField(
+        label="Title",
+        error_messages={"required": "Give the conversation a title."},
+        widget=forms.TextInput(attrs={"autocomplete": "off", "aria-label": "New title"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A validator, not max_length: a browser would silently cut a longer title.
+        self.fields["title"].validators.append(
+            MaxLengthValidator(
+                200,
+                message=(
+                    "That title is too long: the limit is %(limit_value)s characters "
+                    "and it has %(show_value)s."
+                ),
+            )
+        )

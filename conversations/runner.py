@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -116,6 +116,8 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: dict[int, LiveReply] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Follow-up work started with spawn() (a conversation's automatic title) and not done.
+        self._extra = 0
         # Database work for generations runs here, one query at a time, off the loop.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
 
@@ -190,10 +192,34 @@ class Runner:
         with self._lock:
             return list(self._live)
 
+    def spawn(self, make: Callable[[], Coroutine[Any, Any, T]]) -> Future[T]:
+        """Run a follow-up coroutine (not a reply: no LiveReply, no Stop) on the loop.
+
+        `make` is called on the loop. An exception is logged. `wait_idle` waits for it too,
+        so nothing spawned outlives a test or a clean shutdown unnoticed.
+        """
+        loop = self._ensure_loop()
+        with self._lock:
+            self._extra += 1
+
+        async def run() -> T:
+            return await make()
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+
+        def done(future: Future[T]) -> None:
+            with self._lock:
+                self._extra -= 1
+            if not future.cancelled() and future.exception() is not None:
+                logger.error("Background task failed", exc_info=future.exception())
+
+        future.add_done_callback(done)
+        return future
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until no generation runs here (tests and shutdown use it)."""
+        """Block until no generation (nor spawned task) runs here (tests and shutdown use it)."""
         deadline = time.monotonic() + timeout
-        while self.active():
+        while self.active() or self._extra:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)

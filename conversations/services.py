@@ -12,8 +12,10 @@ import atexit
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
@@ -488,6 +490,8 @@ async def _generate(live: LiveReply) -> None:
                 reply.content, reply.error = progress.text, INTERRUPTED_ERROR
                 reply.status = Message.Status.INTERRUPTED
                 chatlog.log_message(reply, username=reply.conversation.owner.get_username())
+        if status == Message.Status.COMPLETE and reply is not None:
+            _title_schedule(conversation_id=reply.conversation_id, reply_id=message_id)
     finally:
         live.update(text=progress.text, status=status, done=True)
 
@@ -551,3 +555,182 @@ def reply_wait(*, reply: Message, timeout: float) -> None:
     live = runner.get(reply.pk)
     if live is not None:
         live.wait_done(timeout)
+
+
+# --- History: rename, delete, automatic titles -----------------------------------------
+
+TITLE_MAX_CHARS = 60
+TITLE_INSTRUCTION = (
+    "Write a short title (at most 6 words) for the conversation below. Answer with the "
+    "title only: no quotes, no full stop, no explanation."
+)
+# Futures of the automatic titles this process is generating, by conversation id.
+_titles_pending: dict[int, Future[None]] = {}
+
+
+@transaction.atomic
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    """Give the conversation the user's title; automatic titles never replace it after this."""
+    Conversation.objects.filter(pk=conversation.pk).update(title=title, title_set_by_user=True)
+    conversation.title, conversation.title_set_by_user = title, True
+    return conversation
+
+
+def conversation_delete(*, user: User, conversation: Conversation) -> int:
+    """Delete the conversation with all its messages, and log it; returns the message count.
+
+    A reply still being written is stopped first, so that nothing writes to deleted rows.
+    """
+    for reply in conversation.messages.filter(status__in=Message.IN_FLIGHT):
+        reply_stop(reply=reply)
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        count = locked.messages.count()
+        title = locked.title
+        # The tree's SET_NULL links (parent, current) would otherwise be updated row by row.
+        Conversation.objects.filter(pk=locked.pk).update(current=None)
+        locked.messages.update(parent=None)
+        locked.delete()
+        transaction.on_commit(
+            lambda: chatlog.log_deleted(
+                username=user.get_username(),
+                conversation_id=conversation.pk,
+                title=title,
+                message_count=count,
+            )
+        )
+    return count
+
+
+def clean_title(text: str) -> str:
+    """A model's answer made into a title: one line, no quotes or "Title:", at most 60 chars."""
+    lines = [line.strip() for line in text.replace("\x00", "").splitlines() if line.strip()]
+    title = lines[0] if lines else ""
+    title = re.sub(r"^[*_#\s]*title\s*[*_]*\s*[:\-–]", "", title, flags=re.IGNORECASE)
+    title = title.strip(" \t*_`\"'“”‘’«»").rstrip(".").strip(" \t*_`\"'“”‘’«»")
+    title = " ".join(title.split())
+    if len(title) > TITLE_MAX_CHARS:
+        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return title
+
+
+@_on_db_thread
+def _title_prompt(reply_id: int) -> tuple[int, str, list[dict[str, str]]] | None:
+    """What to ask for a title after `reply`, or None if this conversation gets none.
+
+    Only after the first complete reply of a conversation whose title the user never set.
+    """
+    try:
+        reply = Message.objects.select_related("conversation").get(pk=reply_id)
+        conversation = reply.conversation
+        if conversation.title_set_by_user or reply.status != Message.Status.COMPLETE:
+            return None
+        if (
+            conversation.messages.filter(
+                role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE, pk__lt=reply.pk
+            )
+            .exclude(pk=reply.pk)
+            .exists()
+        ):
+            return None
+        question = (
+            conversation.messages.filter(role=Message.Role.USER, pk__lt=reply.pk)
+            .only("content")
+            .first()
+        )
+        if question is None:
+            return None
+        exchange = f"User: {question.content[:1500]}\n\nAssistant: {reply.content[:500]}"
+        messages = [
+            {"role": "system", "content": TITLE_INSTRUCTION},
+            {"role": "user", "content": exchange},
+        ]
+        return conversation.pk, reply.model or conversation.model, messages
+    finally:
+        connection.close()
+
+
+@_on_db_thread
+def _title_save(conversation_id: int, title: str) -> bool:
+    try:
+        # Conditional: a rename that lands while the model was asked wins.
+        return bool(
+            Conversation.objects.filter(pk=conversation_id, title_set_by_user=False).update(
+                title=title
+            )
+        )
+    finally:
+        connection.close()
+
+
+async def _title_generate(conversation_id: int, model: str, messages: list[dict[str, str]]) -> None:
+    text = ""
+    try:
+        async with asyncio.timeout(settings.CHAT_TITLE_TIMEOUT):
+            async for chunk in llm.stream_chat(
+                messages=messages, model=model, temperature=0.2, max_tokens=20
+            ):
+                text += chunk.text
+    except (llm.LLMError, TimeoutError) as exc:
+        logger.warning("No automatic title for conversation %s: %s", conversation_id, exc)
+        return
+    title = clean_title(text)
+    if not title:
+        logger.info("No automatic title for conversation %s: empty answer", conversation_id)
+        return
+    saved = await runner.db(_title_save, conversation_id, title)
+    logger.info(
+        "Automatic title for conversation %s: %r%s",
+        conversation_id,
+        title,
+        "" if saved else " (not used: renamed meanwhile, or deleted)",
+    )
+
+
+async def _title_task(reply_id: int) -> None:
+    prompt = await runner.db(_title_prompt, reply_id)
+    if prompt is not None:
+        await _title_generate(*prompt)
+
+
+def _title_schedule(*, conversation_id: int, reply_id: int) -> None:
+    """After a complete reply: if it is the conversation's first, ask the model for a title.
+
+    Runs beside the reply, never delaying it; the page asks for the title afterwards.
+    """
+    if not settings.CHAT_AUTO_TITLE:
+        return
+    future = runner.spawn(lambda: _title_task(reply_id))
+    _titles_pending[conversation_id] = future
+
+    def forget(done: Future[None]) -> None:
+        if _titles_pending.get(conversation_id) is done:
+            del _titles_pending[conversation_id]
+
+    future.add_done_callback(forget)
+
+
+def conversation_title_wait(*, conversation: Conversation, timeout: float) -> Conversation:
+    """The conversation once an automatic title being generated here has been settled."""
+    future = _titles_pending.get(conversation.pk)
+    if future is not None:
+        with contextlib.suppress(Exception):
+            future.result(timeout)
+    conversation.refresh_from_db(fields=["title", "title_set_by_user"])
+    return conversation
+
+
+def title_may_change(*, message: Message) -> bool:
+    """Whether the page should ask for the conversation's title once `message` is done."""
+    return (
+        settings.CHAT_AUTO_TITLE
+        and message.role == Message.Role.ASSISTANT
+        and message.status == Message.Status.COMPLETE
+        and not message.conversation.title_set_by_user
+        and not Message.objects.filter(
+            conversation_id=message.conversation_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.COMPLETE,
+            pk__lt=message.pk,
+        ).exists()
+    )

@@ -40,6 +40,10 @@ urlpatterns = [
     path("c/<id:conversation_id>/m/<id:message_id>/", views.message, name="message"),
     path("c/<id:conversation_id>/m/<id:message_id>/edit/", views.edit, name="edit"),
     path("c/<id:conversation_id>/m/<id:message_id>/show/", views.show, name="show"),
+    path("c/<id:conversation_id>/rename/", views.rename, name="rename"),
+    path("c/<id:conversation_id>/delete/", views.delete, name="delete"),
+    path("c/<id:conversation_id>/title/", views.conversation_title, name="conversation_title"),
+    path("search/", views.search, name="search"),
     path("accounts/signup/", views.signup, name="signup"),
     # Export and import
     path("c/<id:conversation_id>/export/<str:fmt>/", views.export_conversation, name="export"),

@@ -19,13 +19,19 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.views import defaults
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import push_url, reswap, retarget
+from django_htmx.http import (
+    HttpResponseClientRedirect,
+    push_url,
+    reswap,
+    retarget,
+    trigger_client_event,
+)
 
 if TYPE_CHECKING:
     from django_htmx.middleware import HtmxDetails
 
 from . import importer, selectors, services, transfer
-from .forms import ConversationSettingsForm, EditForm, ImportForm, MessageForm
+from .forms import ConversationSettingsForm, EditForm, ImportForm, MessageForm, RenameForm
 from .models import Conversation, Message
 from .runner import runner
 
@@ -171,7 +177,11 @@ def render_message(message_id: int, request: HttpRequest | None = None) -> str:
     is_last = selectors.message_is_last(message=message)
     return render_to_string(
         f"{TEMPLATE}#message",
-        {"message": message, "last_id": message.pk if is_last else None},
+        {
+            "message": message,
+            "last_id": message.pk if is_last else None,
+            "title_poll": services.title_may_change(message=message),
+        },
         request=request,
     )
 
@@ -394,6 +404,77 @@ async def reply_stream(request: HttpRequest, conversation_id: int, message_id: i
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+# --- History: rename, delete, titles, search -------------------------------------------
+
+HISTORY = "conversations/history.html"
+
+
+def _title_changed(response: HttpResponse, conversation: Conversation) -> HttpResponse:
+    # history.js applies it to the header, the sidebar and the page title.
+    return trigger_client_event(
+        response, "chatsite:title", {"id": conversation.pk, "title": conversation.title}
+    )
+
+
+@login_required
+@require_POST
+def rename(request: Request, conversation_id: int) -> HttpResponse:
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    form = RenameForm(request.POST)
+    if not form.is_valid():
+        if request.htmx:
+            context = {"conversation": conv, "rename_form": form}
+            return render(request, f"{HISTORY}#header", context, status=422)
+        context = _page_context(request, conv) | {"rename_form": form}
+        return render(request, TEMPLATE, context, status=422)
+    conv = services.conversation_rename(conversation=conv, title=form.cleaned_data["title"])
+    if not request.htmx:
+        return redirect(conv)
+    response = render(request, f"{HISTORY}#header", {"conversation": conv})
+    return _title_changed(response, conv)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete(request: Request, conversation_id: int) -> HttpResponse:
+    """GET: a confirmation page (works without JavaScript). POST: delete, go to a new chat."""
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    if request.method == "GET":
+        context = _page_context(request, None) | {
+            "conversation": conv,
+            "message_count": conv.messages.count(),
+        }
+        return render(request, "conversations/delete.html", context)
+    services.conversation_delete(user=request.user, conversation=conv)
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("chat"))
+    return redirect("chat")
+
+
+@login_required
+@require_GET
+def conversation_title(request: Request, conversation_id: int) -> HttpResponse:
+    """The title, once an automatic title being generated for it is settled (for htmx)."""
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    conv = services.conversation_title_wait(
+        conversation=conv, timeout=settings.CHAT_TITLE_TIMEOUT + 1
+    )
+    if not request.htmx:
+        return redirect(conv)
+    return _title_changed(HttpResponse(""), conv)
+
+
+@login_required
+@require_GET
+def search(request: Request) -> HttpResponse:
+    query = request.GET.get("q", "").strip()
+    raw_page = request.GET.get("page", "1")
+    page = int(raw_page) if raw_page.isascii() and raw_page.isdecimal() and len(raw_page) < 6 else 1
+    results = selectors.search(user=request.user, query=query, page=page)
+    context = _page_context(request, None) | {"results": results, "search_query": query}
+    return render(request, "conversations/search.html", context)
 
 
 # --- Help -------------------------------------------------------------------------

@@ -32,6 +32,9 @@ os.environ.update(
         "OPENAI_MAX_RETRIES": "0",
         "CHAT_SYSTEM_PROMPT": "You are a test assistant.",
         "CHAT_SAVE_INTERVAL": "0.05",
+        # Off unless a test turns it on: a title request would take a scripted fake reply.
+        "CHAT_AUTO_TITLE": "false",
+        "CHAT_TITLE_TIMEOUT": "3",
         "SIGNUP_ENABLED": "true",
         "WHITENOISE_USE_FINDERS": "true",
     }

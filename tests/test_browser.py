@@ -516,7 +516,10 @@ def test_the_page_fits_a_phone_screen(chromium, fake_openai):
         box = control.bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 320, box
     widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
-    assert widths[0] <= widths[1], f"the page scrolls sideways: {widths}"
+    wide = page.evaluate(
+        "() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 321).slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)"
+    )
+    assert widths[0] <= widths[1], f"the page scrolls sideways: {widths} {wide}"
 
 
 def test_older_conversations_load_into_the_sidebar(page, chromium, fake_openai, owner, settings):

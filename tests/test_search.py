@@ -1,0 +1,196 @@
+"""Search over the user's own history: titles and message text, through full-text indexes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+from conversations import selectors
+from conversations.models import Message
+from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _search(client, q, **params):
+    return client.get(reverse("search"), {"q": q, **params})
+
+
+def _message_links(html: str) -> list[str]:
+    return re.findall(r'<li class="hit" data-hit="message">\s*<a href="([^"]+)"', html)
+
+
+def test_it_finds_conversations_by_title(owner_client, owner):
+    hit = ConversationFactory(owner=owner, title="Sourdough starter schedule")
+    ConversationFactory(owner=owner, title="Tax return")
+    html = _search(owner_client, "sourdough").content.decode()
+    assert f'<a href="{hit.get_absolute_url()}"><mark>Sourdough</mark> starter schedule</a>' in html
+    assert "Tax return</a>" not in html.split('class="search-results"')[1]
+
+
+def test_it_finds_messages_by_their_text_and_links_to_the_message(owner_client, owner):
+    question = MessageFactory(conversation__owner=owner, content="How do I prune tomato plants?")
+    reply = ReplyFactory(
+        conversation=question.conversation,
+        parent=question,
+        content="Pinch off the suckers that grow between the stem and a branch of tomatoes.",
+    )
+    MessageFactory(conversation__owner=owner, content="Something unrelated")
+    html = _search(owner_client, "Tomato").content.decode()
+    url = question.conversation.get_absolute_url()
+    # Newest first; the last word also matches as a prefix ("tomato" → "tomatoes").
+    assert _message_links(html) == [f"{url}#m-{reply.pk}", f"{url}#m-{question.pk}"]
+    assert "How do I prune <mark>tomato</mark> plants?" in html
+    assert "a branch of <mark>tomatoes</mark>." in html
+
+
+def test_every_word_must_match(owner_client, owner):
+    both = MessageFactory(conversation__owner=owner, content="red apples and green pears")
+    MessageFactory(conversation__owner=owner, content="red cars")
+    html = _search(owner_client, "red pears").content.decode()
+    assert _message_links(html) == [f"{both.conversation.get_absolute_url()}#m-{both.pk}"]
+
+
+def test_search_never_shows_another_users_conversations(owner_client, owner, stranger):
+    ConversationFactory(owner=stranger, title="Secret plans")
+    MessageFactory(conversation__owner=stranger, content="the secret password is swordfish")
+    mine = MessageFactory(conversation__owner=owner, content="my own secret")
+    html = _search(owner_client, "secret").content.decode()
+    assert "Secret plans" not in html
+    assert "swordfish" not in html
+    assert _message_links(html) == [f"{mine.conversation.get_absolute_url()}#m-{mine.pk}"]
+    assert "Nothing found" in _search(owner_client, "swordfish").content.decode()
+    page = selectors.search(user=owner, query="plans password swordfish")
+    assert page.conversations == [] and page.messages == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"',
+        '"unbalanced',
+        "*",
+        "a*",
+        "AND",
+        "OR NOT",
+        "NEAR(a b)",
+        "-minus",
+        "col:umn",
+        "content:x",
+        "title:x",
+        "^start",
+        "(paren",
+        "{curly}",
+        "a + b",
+        "'; DROP TABLE conversations_message; --",
+        "\\",
+        "%_%",
+        "x" * 5000,
+        "ä ö ü ß 日本語",
+        "\x00",
+    ],
+)
+def test_special_characters_never_cause_an_error(owner_client, owner, query):
+    MessageFactory(conversation__owner=owner, content='AND "quoted" -minus col:umn a+b x')
+    response = _search(owner_client, query)
+    assert response.status_code == 200
+    assert Message.objects.count() == 1
+
+
+def test_operator_words_are_searched_as_plain_words(owner_client, owner):
+    hit = MessageFactory(conversation__owner=owner, content="this AND that")
+    MessageFactory(conversation__owner=owner, content="this alone")
+    assert _message_links(_search(owner_client, "this AND").content.decode()) == [
+        f"{hit.conversation.get_absolute_url()}#m-{hit.pk}"
+    ]
+
+
+def test_markup_in_messages_stays_inert_in_the_results(owner_client, owner):
+    MessageFactory(
+        conversation__owner=owner,
+        conversation__title="<img src=x onerror=alert(1)> title",
+        content='<script>alert("xss")</script> payload <mark>fake</mark>',
+    )
+    html = _search(owner_client, "payload").content.decode()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;xss&quot;)&lt;/script&gt; <mark>payload</mark>" in html
+    assert "&lt;mark&gt;fake&lt;/mark&gt;" in html
+    assert "<img src=x" not in html
+    html = _search(owner_client, "onerror").content.decode()
+    assert "&lt;img src=x <mark>onerror</mark>=alert(1)&gt; title" in html
+
+
+def test_results_come_a_page_at_a_time(owner_client, owner, settings):
+    settings.CHAT_SEARCH_PAGE_SIZE = 5
+    conversation = ConversationFactory(owner=owner)
+    made = [MessageFactory(conversation=conversation, content=f"needle {i}") for i in range(12)]
+    newest_first = [f"{conversation.get_absolute_url()}#m-{m.pk}" for m in reversed(made)]
+    seen: list[str] = []
+    for page in (1, 2, 3):
+        html = _search(owner_client, "needle", page=page).content.decode()
+        seen += _message_links(html)
+        assert ('rel="next"' in html) == (page < 3)
+        assert ('rel="prev"' in html) == (page > 1)
+    assert seen == newest_first
+    assert "No more results" in _search(owner_client, "needle", page=4).content.decode()
+    for bad in ("0", "-1", "x", "99999999999999999999", "²"):
+        assert _search(owner_client, "needle", page=bad).status_code == 200
+
+
+def test_the_results_page_query_count_is_bounded(
+    owner_client, owner, django_assert_max_num_queries
+):
+    for i in range(30):
+        conversation = ConversationFactory(owner=owner, title=f"Bounded {i}")
+        MessageFactory(conversation=conversation, content=f"bounded text {i}")
+    with django_assert_max_num_queries(5):
+        response = _search(owner_client, "bounded")
+    html = response.content.decode()
+    assert len(_message_links(html)) == 20
+    assert html.count('data-hit="conversation"') == 20
+
+
+def test_an_empty_query_shows_the_search_form_only(owner_client):
+    html = _search(owner_client, "   ").content.decode()
+    assert 'role="search"' in html
+    assert "data-hit=" not in html
+
+
+def test_search_needs_a_login(client):
+    response = client.get(reverse("search"), {"q": "x"})
+    assert response.status_code == 302
+    assert "/accounts/login/" in response["Location"]
+
+
+def test_the_index_follows_edits_and_deletions(owner, owner_client):
+    message = MessageFactory(conversation__owner=owner, content="before")
+    Message.objects.filter(pk=message.pk).update(content="after")
+    conversation = message.conversation
+    conversation.title = "renamed heading"
+    conversation.save()
+    assert selectors.search(user=owner, query="before").messages == []
+    assert [h.message_id for h in selectors.search(user=owner, query="after").messages] == [
+        message.pk
+    ]
+    assert [
+        h.conversation_id for h in selectors.search(user=owner, query="heading").conversations
+    ] == [conversation.pk]
+    conversation.delete()
+    assert selectors.search(user=owner, query="after").messages == []
+    assert selectors.search(user=owner, query="heading").conversations == []
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="FTS5 is SQLite's")
+def test_the_query_is_escaped_for_fts5():
+    assert selectors.fts5_query('say "hi" AND -x') == '"say" """hi""" "AND" "-x"*'
+    assert selectors.fts5_query("trailing space ") == '"trailing" "space"'
+    assert selectors.fts5_query("- * :") == ""
+
+
+def test_the_sidebar_has_a_search_box(owner_client):
+    html = owner_client.get("/").content.decode()
+    assert f'action="{reverse("search")}" role="search"' in html
+    assert 'name="q"' in html
