@@ -20,92 +20,22 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-TMP = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-secret-key-long-enough-to-be-accepted",
-        "DATABASE_URL": f"sqlite:///{TMP / 'db.sqlite3'}",
-        "CHAT_LOG_FILE": str(TMP / "chat.log"),
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_MAX_RETRIES": "0",
-        "WHITENOISE_USE_FINDERS": "true",
-        "CHAT_SIDEBAR_LIMIT": "100",
-    }
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import configure, csrf, login, page_times, percentiles, seed
 
-import django  # noqa: E402
-
-django.setup()
+configure(OPENAI_API_KEY="sk-bench", LLM_BACKEND="openai")
 
 import httpx2  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 
-from conversations.models import Conversation, Message  # noqa: E402
+from conversations.models import Message  # noqa: E402
 from conversations.runner import runner  # noqa: E402
 from tests.fake_openai import FakeOpenAI, Reply  # noqa: E402
 from tests.servers import LiveASGIServer  # noqa: E402
-
-
-def percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p95 = ordered[max(0, round(len(ordered) * 0.95) - 1)]
-    return (
-        f"p50 {statistics.median(ordered) * 1000:6.1f} ms   p95 {p95 * 1000:6.1f} ms   "
-        f"max {ordered[-1] * 1000:6.1f} ms"
-    )
-
-
-def login(base: str) -> httpx2.Client:
-    http = httpx2.Client(base_url=base, timeout=30)
-    page = http.get("/accounts/login/").text
-    token = page.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
-    http.post(
-        "/accounts/login/",
-        data={"csrfmiddlewaretoken": token, "username": "bench", "password": "bench-pass-123"},
-    )
-    return http
-
-
-def csrf(http: httpx2.Client) -> str:
-    return http.get("/").text.split('"X-CSRFToken": "')[1].split('"')[0]
-
-
-def page_times(http: httpx2.Client, url: str, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        response = http.get(url)
-        times.append(time.perf_counter() - start)
-        assert response.status_code == 200
-    return times
-
-
-def seed() -> Conversation:
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.create_user("bench", password="bench-pass-123")
-    conversations = Conversation.objects.bulk_create(
-        [Conversation(owner=user, title=f"Conversation {i}", model="m") for i in range(100)]
-    )
-    big = conversations[-1]
-    messages = []
-    for i in range(100):
-        messages.append(Message(conversation=big, role="user", content=f"Question {i} " * 20))
-        messages.append(
-            Message(conversation=big, role="assistant", content=f"Answer {i} " * 80, model="m")
-        )
-    Message.objects.bulk_create(messages)
-    return big
 
 
 def stream_latency(http: httpx2.Client, fake: FakeOpenAI) -> tuple[float, float]:
@@ -175,9 +105,6 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
 
-    call_command("migrate", verbosity=0)
-    settings.STATIC_ROOT = TMP / "static"
-    call_command("collectstatic", interactive=False, verbosity=0)
     big = seed()
     fake = FakeOpenAI()
     fake.start()

@@ -539,7 +539,14 @@ def _search_postgresql(
 ) -> tuple[list[Conversation], list[Message]]:
     from django.contrib.postgres.search import SearchQuery, SearchVector
 
-    ts_query = SearchQuery(query[:SEARCH_MAX_CHARS], config="simple", search_type="websearch")
+    # Every word required, the last also as a prefix (as typed), like the FTS5 query. Only
+    # word characters reach tsquery syntax, each word quoted: nothing in a query is an
+    # operator.
+    words = [w for term in search_terms(query) for w in re.findall(r"\w+", term)]
+    if not words:
+        return [], []
+    raw = " & ".join(f"'{w}'" for w in words) + ":*"
+    ts_query = SearchQuery(raw, config="simple", search_type="raw")
     titles: list[Conversation] = list(
         Conversation.objects.annotate(_fts=SearchVector("title", config="simple"))
         .filter(owner=user, _fts=ts_query)
