@@ -77,7 +77,7 @@ def model_path() -> Path | None:
     return _bundled_path()
 
 
-def _label(name: str) -> str:
+def label(name: str) -> str:
     # "SmolLM2-135M-Instruct.Q4_1" -> "SmolLM2-135M-Instruct"
     head, dot, tail = name.rpartition(".")
     return head if dot and tail[:1] in "QqFf" and tail[1:2].isdigit() else name
@@ -93,7 +93,7 @@ def model_info() -> LocalModel | None:
     window = pool.context_window if pool is not None and pool.context_window else None
     return LocalModel(
         name=name,
-        label=_label(name),
+        label=label(name),
         path=path,
         context_window=window or settings.LOCAL_MODEL_CONTEXT,
     )

@@ -27,3 +27,11 @@ def model_banner(conversation: Conversation | None = None) -> dict[str, Any]:
     if not llm.remote_configured() or settings.LLM_BACKEND == "local":
         return {"kind": "remote_missing", "model": option.id}
     return {"kind": "remote"}
+
+
+@register.filter
+def model_label(model: str) -> str:
+    """A model id as people read it: "SmolLM2-135M-Instruct (local)", not "local:….Q4_1"."""
+    if model.startswith(llm.LOCAL_PREFIX):
+        return f"{local.label(model.removeprefix(llm.LOCAL_PREFIX))} (local)"
+    return model
