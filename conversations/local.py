@@ -133,7 +133,7 @@ def default_threads() -> int:
 class _Engine:
     """One loaded model: a llama.cpp context and the chat template from the file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, vocab_only: bool = False) -> None:
         import llama_cpp
         from llama_cpp import llama_chat_format
 
@@ -144,10 +144,11 @@ class _Engine:
             n_ctx=settings.LOCAL_MODEL_CONTEXT,
             n_threads=threads,
             n_threads_batch=threads,
+            vocab_only=vocab_only,
             verbose=False,
         )
         trained = int(self.llama.metadata.get(f"{self._arch()}.context_length", 0) or 0)
-        if trained and trained < self.llama.n_ctx():
+        if trained and trained < self.llama.n_ctx() and not vocab_only:
             # A window larger than the model was trained for only produces garbage.
             self.llama = llama_cpp.Llama(
                 model_path=str(path), n_ctx=trained, n_threads=threads, verbose=False
@@ -304,6 +305,12 @@ def _close_idle_models() -> None:
         for engine in engines:
             with contextlib.suppress(Exception):
                 engine.llama.close()
+    with _tokenizers_lock:
+        tokenizers = list(_tokenizers.values())
+        _tokenizers.clear()
+    for tokenizer in tokenizers:
+        with contextlib.suppress(Exception):
+            tokenizer.llama.close()
 
 
 atexit.register(_close_idle_models)
@@ -315,19 +322,28 @@ def tokens_computed() -> int:
         return sum(pool.tokens_computed for pool in _pools.values())
 
 
+_tokenizers: dict[str, _Engine] = {}
+_tokenizers_lock = threading.Lock()
+
+
 def count_tokens(messages: list[dict[str, str]]) -> int | None:
-    """The prompt's exact size in tokens, if the model is loaded already (else None)."""
+    """The prompt's exact size in tokens, by the model's own tokenizer and chat template.
+
+    A vocabulary-only copy of the model (loaded once, in a fraction of a second) counts,
+    so counting never waits for a generation, nor the model's first load. None if the
+    local model is not there (the caller then estimates).
+    """
     path = model_path()
-    pool = _pools.get(_pool_key(path)) if path is not None else None
-    if pool is None:
-        return None
-    with pool.lock:
-        engine = next((s.engine for s in pool.free if s.engine is not None), None)
-    if engine is None:
+    if path is None or not llama_installed():
         return None
     try:
-        return len(engine.prompt(messages)[0])
-    except Exception:  # a template error shows when generating; here, estimate instead
+        with _tokenizers_lock:
+            tokenizer = _tokenizers.get(str(path))
+            if tokenizer is None:
+                tokenizer = _tokenizers[str(path)] = _Engine(path, vocab_only=True)
+        return len(tokenizer.prompt(messages)[0])
+    except Exception:  # an unreadable file shows when generating; here, estimate instead
+        logger.warning("Could not count tokens with %s", path, exc_info=True)
         return None
 
 

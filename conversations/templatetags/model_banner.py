@@ -26,7 +26,7 @@ def model_banner(conversation: Conversation | None = None) -> dict[str, Any]:
         return {"kind": "local", "label": info.label}
     if not llm.remote_configured() or settings.LLM_BACKEND == "local":
         return {"kind": "remote_missing", "model": option.id}
-    return {"kind": "remote"}
+    return {"kind": "remote", "label": option.label, "server": llm.server_label()}
 
 
 @register.filter
