@@ -30,6 +30,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from . import selectors
 from .models import Conversation, Message
 
 if TYPE_CHECKING:
@@ -200,8 +201,29 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}".rstrip() for line in text.splitlines() or [""])
 
 
-def _markdown_message(message: Message) -> str:
-    heading = "## You" if message.role == Message.Role.USER else "## Assistant"
+def _excerpt(message: Message, width: int = 60) -> str:
+    text = _one_line(message.content) or "(no text)"
+    return f"“{text[: width - 1]}…”" if len(text) > width else f"“{text}”"
+
+
+def _alternative(
+    message: Message, children: dict[int | None, list[Message]], by_id: dict[int, Message]
+) -> str:
+    """E.g. 'Reply 2 of 3 to “How?”': which alternative `message` is, of what."""
+    same = [m for m in children.get(message.parent_id, []) if m.role == message.role]
+    place = f"{same.index(message) + 1} of {len(same)}"
+    parent = by_id.get(message.parent_id) if message.parent_id is not None else None
+    if message.role == Message.Role.ASSISTANT:
+        return f"Reply {place}" + (f" to {_excerpt(parent)}" if parent is not None else "")
+    if parent is None:
+        return f"First question, version {place}"
+    return f"Question {place} after {_excerpt(parent)}"
+
+
+def _markdown_message(message: Message, *, level: int = 2, note: str = "") -> str:
+    heading = "#" * level + (" You" if message.role == Message.Role.USER else " Assistant")
+    if note:
+        heading += f" ({note})"
     if message.status != Message.Status.COMPLETE:
         heading += f" ({message.get_status_display().lower()})"
     details = []
@@ -238,7 +260,42 @@ def _markdown_conversation(conversation: Conversation) -> str:
     parts = [f"# {_one_line(str(conversation))}", "", " · ".join(meta), ""]
     if conversation.system_prompt:
         parts += [_quote(f"**System prompt:** {conversation.system_prompt}"), ""]
-    parts += [_markdown_message(m) for m in messages]
+    # The branch shown is the transcript; the alternatives (regenerated replies, edited
+    # questions) follow it, each saying what it answers, so none reads as a continuation.
+    shown = selectors.thread(conversation=conversation)
+    for m in shown:
+        versions = m.versions
+        note = (
+            f"version {versions.index} of {versions.count}"
+            if versions and versions.count > 1
+            else ""
+        )
+        parts.append(_markdown_message(m, note=note))
+    on_path = {m.pk for m in shown}
+    others = [m for m in messages if m.pk not in on_path]
+    if not others:
+        return "\n".join(parts)
+    by_id = {m.pk: m for m in messages}
+    children: dict[int | None, list[Message]] = {}
+    for m in messages:
+        children.setdefault(m.parent_id, []).append(m)
+    parts += ["## Other versions", ""]
+    for root in others:
+        if root.parent_id is not None and root.parent_id not in on_path:
+            continue
+        parts += [f"### {_alternative(root, children, by_id)}", ""]
+        # The whole branch under it, depth first; a message that does not follow the one
+        # written just before it says which alternative it is.
+        previous: Message | None = None
+        stack = [root]
+        while stack:
+            m = stack.pop()
+            note = ""
+            if previous is not None and m.parent_id != previous.pk:
+                note = _alternative(m, children, by_id)
+            parts.append(_markdown_message(m, level=4, note=note))
+            previous = m
+            stack.extend(reversed(children.get(m.pk, [])))
     return "\n".join(parts)
 
 
@@ -247,9 +304,11 @@ def export_markdown(
 ) -> Iterator[str]:
     """Yield a readable Markdown transcript of `queryset`, one conversation per chunk.
 
-    Each conversation is a `# title`, a line of metadata, the system prompt, then each
-    message under `## You` or `## Assistant` (with its status when not complete, model,
-    tokens and timings) and its text as written; error text is quoted below the message.
+    Each conversation is a `# title`, a line of metadata, the system prompt, then the
+    branch shown, each message under `## You` or `## Assistant` (with "version 1 of 2"
+    when it has alternatives, its status when not complete, model, tokens and timings) and
+    its text as written; error text is quoted below the message. Then, under `## Other
+    versions`, each alternative branch headed by what it is ("Reply 2 of 2 to “…”").
     Conversations are separated by a horizontal rule.
     """
     separator = ""
