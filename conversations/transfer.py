@@ -222,10 +222,10 @@ def _alternative(
 
 def _markdown_message(message: Message, *, level: int = 2, note: str = "") -> str:
     heading = "#" * level + (" You" if message.role == Message.Role.USER else " Assistant")
-    if note:
-        heading += f" ({note})"
-    if message.status != Message.Status.COMPLETE:
-        heading += f" ({message.get_status_display().lower()})"
+    notes = [message.get_status_display().lower()] if message.status != "complete" else []
+    notes += [note] if note else []
+    if notes:
+        heading += f" ({'; '.join(notes)})"
     details = []
     if message.model and message.role == Message.Role.ASSISTANT:
         details.append(f"`{message.model}`")
