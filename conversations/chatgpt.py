@@ -22,8 +22,10 @@ What is kept and how:
   system messages, and the model's private reasoning (`thoughts`, `reasoning_recap`).
 - Custom instructions (`user_editable_context`: `user_profile`, `user_instructions`, or a
   system message with text) become the conversation's `system_prompt`.
-- Titles, times (`create_time`/`update_time`, epoch seconds), model names
-  (`default_model_slug`, `metadata.model_slug`), and `current_node` (the message it
+- Titles, times (`create_time`/`update_time`, epoch seconds; outside 1970 to 9000 the
+  conversation is skipped as corrupt), model names (`metadata.model_slug` on each reply;
+  `default_model_slug` for the conversation only if this site offers that model, else the
+  site's default, so it can be continued), and `current_node` (the message it
   maps to becomes `Conversation.current`). The ChatGPT ids are kept as `external_id`,
   which is what makes importing the same export again create nothing.
 """
@@ -35,10 +37,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
+from . import llm
 from .models import Conversation, Message
-from .transfer import ImportResult, Skipped
+from .transfer import EARLIEST, LATEST, ImportResult, Skipped, clean_text
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -98,9 +101,13 @@ def _time(value: Any, what: str) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CorruptConversation(f"{what} is not a time: {value!r}")
     try:
-        return datetime.fromtimestamp(value, tz=UTC)
+        moment = datetime.fromtimestamp(value, tz=UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise CorruptConversation(f"{what} is out of range: {value!r}") from exc
+    # Far-future dates overflow date arithmetic later (the sidebar's grouping).
+    if not EARLIEST <= moment < LATEST:
+        raise CorruptConversation(f"{what} is out of range (1970 to 9000): {value!r}")
+    return moment
 
 
 def _fenced(text: str, language: str = "") -> str:
@@ -195,6 +202,12 @@ def _check_node(node_id: Any, node: Any) -> None:
     for key in ("author", "content", "metadata"):
         if message.get(key) is not None and not isinstance(message[key], dict):
             raise CorruptConversation(f"node {node_id!r}: {key} is not an object")
+    kind = (message.get("content") or {}).get("content_type")
+    if kind is not None and not isinstance(kind, str):
+        raise CorruptConversation(f"node {node_id!r}: content_type is not text")
+    role = (message.get("author") or {}).get("role")
+    if role is not None and not isinstance(role, str):
+        raise CorruptConversation(f"node {node_id!r}: the author's role is not text")
     _time(message.get("create_time"), f"node {node_id!r}: create_time")
 
 
@@ -340,23 +353,35 @@ def _visit(
 # --- Saving ------------------------------------------------------------------------------
 
 
+def conversation_model(slug: str) -> str:
+    """The model an imported conversation continues with: its ChatGPT model if offered here.
+
+    Otherwise (a local-only install has no `gpt-4o`) the site's default, so it can be
+    continued; each imported reply keeps the model that wrote it.
+    """
+    slug = clean_text(slug)
+    if slug and slug in {option.id for option in llm.available_models()}:
+        return slug
+    return llm.default_model()
+
+
 def _save(parsed: ParsedConversation, owner: User) -> Conversation:
     conversation = Conversation.objects.create(
         owner=owner,
-        title=parsed.title,
+        title=clean_text(parsed.title),
         title_set_by_user=True,
-        model=parsed.model,
-        system_prompt=parsed.system_prompt,
-        external_id=parsed.external_id,
+        model=conversation_model(parsed.model),
+        system_prompt=clean_text(parsed.system_prompt),
+        external_id=clean_text(parsed.external_id),
     )
     rows = [
         Message(
             conversation=conversation,
             role=m.role,
-            content=m.content,
+            content=clean_text(m.content),
             status=Message.Status.COMPLETE,
-            model=m.model,
-            external_id=m.node_id[:ID_MAX],
+            model=clean_text(m.model),
+            external_id=clean_text(m.node_id[:ID_MAX]),
         )
         for m in parsed.messages
     ]
@@ -410,19 +435,26 @@ def conversation_import(
     """
     try:
         parsed = parse_conversation(raw)
+        external_id = clean_text(parsed.external_id)
+        existing = Conversation.objects.filter(owner=owner, external_id=external_id)
+        if existing.exists():
+            result.skipped.append(_skipped(position, raw, "already imported", duplicate=True))
+            return None
+        with transaction.atomic():
+            conversation = _save(parsed, owner)
     except CorruptConversation as exc:
         result.skipped.append(_skipped(position, raw, str(exc)))
         return None
-    existing = Conversation.objects.filter(owner=owner, external_id=parsed.external_id)
-    if existing.exists():
-        result.skipped.append(_skipped(position, raw, "already imported", duplicate=True))
-        return None
-    try:
-        with transaction.atomic():
-            conversation = _save(parsed, owner)
     except IntegrityError:
         # Imported meanwhile by another upload of the same file.
         result.skipped.append(_skipped(position, raw, "already imported", duplicate=True))
+        return None
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Whatever the checks missed: this conversation is unusable, the next may be fine.
+        result.skipped.append(_skipped(position, raw, f"unreadable: {exc}"))
+        return None
+    except DatabaseError as exc:
+        result.skipped.append(_skipped(position, raw, f"the database refused it: {exc}"))
         return None
     result.conversations_imported += 1
     result.messages_imported += len(parsed.messages)

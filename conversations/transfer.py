@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,12 +24,13 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from . import selectors
 from .models import Conversation, Message
 
 if TYPE_CHECKING:
@@ -88,6 +90,11 @@ def message_to_dict(message: Message) -> dict[str, Any]:
         "content": message.content,
         "error": message.error,
         "model": message.model,
+        "system_prompt": message.system_prompt,
+        "temperature": message.temperature,
+        "max_tokens": message.max_tokens,
+        "omitted": message.omitted,
+        "external_id": message.external_id,
         "prompt_tokens": message.prompt_tokens,
         "completion_tokens": message.completion_tokens,
         "ttft_ms": message.ttft_ms,
@@ -105,6 +112,12 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
         "title": conversation.title,
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
+        "title_set_by_user": conversation.title_set_by_user,
+        "temperature": conversation.temperature,
+        "max_tokens": conversation.max_tokens,
+        "external_id": conversation.external_id,
+        # The exported id of the last message of the branch shown (None: the newest).
+        "current": conversation.current_id,
         "created": _iso(conversation.created),
         "updated": _iso(conversation.updated),
         "messages": [message_to_dict(m) for m in conversation.messages.all()],
@@ -188,10 +201,31 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}".rstrip() for line in text.splitlines() or [""])
 
 
-def _markdown_message(message: Message) -> str:
-    heading = "## You" if message.role == Message.Role.USER else "## Assistant"
-    if message.status != Message.Status.COMPLETE:
-        heading += f" ({message.get_status_display().lower()})"
+def _excerpt(message: Message, width: int = 60) -> str:
+    text = _one_line(message.content) or "(no text)"
+    return f"“{text[: width - 1]}…”" if len(text) > width else f"“{text}”"
+
+
+def _alternative(
+    message: Message, children: dict[int | None, list[Message]], by_id: dict[int, Message]
+) -> str:
+    """E.g. 'Reply 2 of 3 to “How?”': which alternative `message` is, of what."""
+    same = [m for m in children.get(message.parent_id, []) if m.role == message.role]
+    place = f"{same.index(message) + 1} of {len(same)}"
+    parent = by_id.get(message.parent_id) if message.parent_id is not None else None
+    if message.role == Message.Role.ASSISTANT:
+        return f"Reply {place}" + (f" to {_excerpt(parent)}" if parent is not None else "")
+    if parent is None:
+        return f"First question, version {place}"
+    return f"Question {place} after {_excerpt(parent)}"
+
+
+def _markdown_message(message: Message, *, level: int = 2, note: str = "") -> str:
+    heading = "#" * level + (" You" if message.role == Message.Role.USER else " Assistant")
+    notes = [message.get_status_display().lower()] if message.status != "complete" else []
+    notes += [note] if note else []
+    if notes:
+        heading += f" ({'; '.join(notes)})"
     details = []
     if message.model and message.role == Message.Role.ASSISTANT:
         details.append(f"`{message.model}`")
@@ -226,7 +260,42 @@ def _markdown_conversation(conversation: Conversation) -> str:
     parts = [f"# {_one_line(str(conversation))}", "", " · ".join(meta), ""]
     if conversation.system_prompt:
         parts += [_quote(f"**System prompt:** {conversation.system_prompt}"), ""]
-    parts += [_markdown_message(m) for m in messages]
+    # The branch shown is the transcript; the alternatives (regenerated replies, edited
+    # questions) follow it, each saying what it answers, so none reads as a continuation.
+    shown = selectors.thread(conversation=conversation)
+    for m in shown:
+        versions = m.versions
+        note = (
+            f"version {versions.index} of {versions.count}"
+            if versions and versions.count > 1
+            else ""
+        )
+        parts.append(_markdown_message(m, note=note))
+    on_path = {m.pk for m in shown}
+    others = [m for m in messages if m.pk not in on_path]
+    if not others:
+        return "\n".join(parts)
+    by_id = {m.pk: m for m in messages}
+    children: dict[int | None, list[Message]] = {}
+    for m in messages:
+        children.setdefault(m.parent_id, []).append(m)
+    parts += ["## Other versions", ""]
+    for root in others:
+        if root.parent_id is not None and root.parent_id not in on_path:
+            continue
+        parts += [f"### {_alternative(root, children, by_id)}", ""]
+        # The whole branch under it, depth first; a message that does not follow the one
+        # written just before it says which alternative it is.
+        previous: Message | None = None
+        stack = [root]
+        while stack:
+            m = stack.pop()
+            note = ""
+            if previous is not None and m.parent_id != previous.pk:
+                note = _alternative(m, children, by_id)
+            parts.append(_markdown_message(m, level=4, note=note))
+            previous = m
+            stack.extend(reversed(children.get(m.pk, [])))
     return "\n".join(parts)
 
 
@@ -235,9 +304,11 @@ def export_markdown(
 ) -> Iterator[str]:
     """Yield a readable Markdown transcript of `queryset`, one conversation per chunk.
 
-    Each conversation is a `# title`, a line of metadata, the system prompt, then each
-    message under `## You` or `## Assistant` (with its status when not complete, model,
-    tokens and timings) and its text as written; error text is quoted below the message.
+    Each conversation is a `# title`, a line of metadata, the system prompt, then the
+    branch shown, each message under `## You` or `## Assistant` (with "version 1 of 2"
+    when it has alternatives, its status when not complete, model, tokens and timings) and
+    its text as written; error text is quoted below the message. Then, under `## Other
+    versions`, each alternative branch headed by what it is ("Reply 2 of 2 to “…”").
     Conversations are separated by a horizontal rule.
     """
     separator = ""
@@ -367,6 +438,8 @@ class _Entry:
     conversation: Conversation
     # (source id, source parent id or None, unsaved message), in the order to create them.
     messages: list[tuple[Any, Any, Message]]
+    # The source id of the last message of the branch shown (None: the newest).
+    current: Any = None
 
 
 def _load(data: Any) -> dict[str, Any]:
@@ -389,6 +462,12 @@ def _load(data: Any) -> dict[str, Any]:
     return data
 
 
+# Dates outside these are taken as corrupt: far-future ones overflow date arithmetic later
+# (the sidebar's grouping), and nothing was written before 1970.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(value: Any, what: str) -> datetime:
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None
@@ -396,8 +475,46 @@ def _timestamp(value: Any, what: str) -> datetime:
         parsed = None
     if parsed is None:
         raise _Invalid(f"{what} is not a date and time: {value!r}")
-    # Exports always carry an offset; a hand-made file without one is taken as UTC.
-    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+    try:
+        # Exports always carry an offset; a hand-made file without one is taken as UTC.
+        parsed = parsed.astimezone(UTC) if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        parsed = None
+    if parsed is None or not EARLIEST <= parsed < LATEST:
+        raise _Invalid(f"{what} is out of range (1970 to 9000): {value!r}")
+    return parsed
+
+
+def clean_text(value: str) -> str:
+    """`value` without NUL characters, which PostgreSQL refuses in text."""
+    return value.replace("\x00", "")
+
+
+def _text(raw: dict[str, Any], key: str, what: str) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Invalid(f"{what}: {key} is not text")
+    return clean_text(value)
+
+
+def _number(raw: dict[str, Any], key: str, what: str, kind: type[Any]) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"{what}: {key} is not a number")
+    if kind is int and (not float(value).is_integer()):
+        raise _Invalid(f"{what}: {key} is not a whole number")
+    if not math.isfinite(value):
+        raise _Invalid(f"{what}: {key} is not a finite number")
+    return kind(value)
+
+
+def _id(value: Any) -> bool:
+    """Whether `value` can be a message id of an export (an int or a str)."""
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def _validate(instance: Conversation | Message, what: str, exclude: list[str]) -> None:
@@ -415,30 +532,41 @@ def _parse_message(raw: Any, position: int) -> tuple[Any, Any, Message]:
     if not isinstance(raw, dict):
         raise _Invalid(f"{what} is not an object")
     source_id = raw.get("id")
-    if not isinstance(source_id, int | str) or isinstance(source_id, bool):
+    if not _id(source_id):
         raise _Invalid(f"{what} has no usable id")
     what = f"message {position} (id {source_id})"
+    parent_id = raw.get("parent_id")
+    if parent_id is not None and not _id(parent_id):
+        raise _Invalid(f"{what}: parent_id is not a message id: {parent_id!r}")
     created = _timestamp(raw.get("created"), f"{what}: created")
     updated = _timestamp(raw["updated"], f"{what}: updated") if raw.get("updated") else created
     status = raw.get("status", Message.Status.COMPLETE)
+    if not isinstance(status, str):
+        raise _Invalid(f"{what}: status is not text")
     # Nothing is generating an imported reply; left in flight it would look stuck.
     if status in Message.IN_FLIGHT:
         status = Message.Status.INTERRUPTED
+    omitted = _number(raw, "omitted", what, int)
     message = Message(
-        role=str(raw.get("role", "")),
+        role=_text(raw, "role", what),
         status=status,
-        content=raw.get("content", ""),
-        error=raw.get("error", ""),
-        model=raw.get("model", ""),
-        prompt_tokens=raw.get("prompt_tokens"),
-        completion_tokens=raw.get("completion_tokens"),
-        ttft_ms=raw.get("ttft_ms"),
-        total_ms=raw.get("total_ms"),
+        content=_text(raw, "content", what),
+        error=_text(raw, "error", what),
+        model=_text(raw, "model", what),
+        system_prompt=_text(raw, "system_prompt", what),
+        temperature=_number(raw, "temperature", what, float),
+        max_tokens=_number(raw, "max_tokens", what, int),
+        omitted=omitted if omitted is not None else 0,
+        external_id=_text(raw, "external_id", what),
+        prompt_tokens=_number(raw, "prompt_tokens", what, int),
+        completion_tokens=_number(raw, "completion_tokens", what, int),
+        ttft_ms=_number(raw, "ttft_ms", what, int),
+        total_ms=_number(raw, "total_ms", what, int),
         created=created,
         updated=updated,
     )
     _validate(message, what, exclude=["conversation", "parent"])
-    return source_id, raw.get("parent_id"), message
+    return source_id, parent_id, message
 
 
 def _parse_entry(raw: Any) -> _Entry:
@@ -446,14 +574,22 @@ def _parse_entry(raw: Any) -> _Entry:
         raise _Invalid("not an object")
     created = _timestamp(raw.get("created"), "created")
     updated = _timestamp(raw["updated"], "updated") if raw.get("updated") else created
+    what = "conversation"
+    title_set_by_user = raw.get("title_set_by_user", False)
+    if not isinstance(title_set_by_user, bool):
+        raise _Invalid("conversation: title_set_by_user is not true or false")
     conversation = Conversation(
-        title=raw.get("title", ""),
-        model=raw.get("model", ""),
-        system_prompt=raw.get("system_prompt", ""),
+        title=_text(raw, "title", what),
+        model=_text(raw, "model", what),
+        system_prompt=_text(raw, "system_prompt", what),
+        title_set_by_user=title_set_by_user,
+        temperature=_number(raw, "temperature", what, float),
+        max_tokens=_number(raw, "max_tokens", what, int),
+        external_id=_text(raw, "external_id", what),
         created=created,
         updated=updated,
     )
-    _validate(conversation, "conversation", exclude=["owner"])
+    _validate(conversation, what, exclude=["owner", "current"])
     raw_messages = raw.get("messages")
     if not isinstance(raw_messages, list):
         raise _Invalid('"messages" is not a list')
@@ -464,6 +600,9 @@ def _parse_entry(raw: Any) -> _Entry:
     for source_id, parent_id, _ in messages:
         if parent_id is not None and parent_id not in ids:
             raise _Invalid(f"message {source_id}: parent {parent_id!r} is not in this conversation")
+    current = raw.get("current")
+    if current is not None and (not _id(current) or current not in ids):
+        raise _Invalid(f"current {current!r} is not a message of this conversation")
     # Threads are ordered by (created, id) and new ids follow creation order, so messages are
     # created by time; the sort is stable, keeping the export's order for equal timestamps.
     messages.sort(key=lambda m: m[2].created)
@@ -472,6 +611,7 @@ def _parse_entry(raw: Any) -> _Entry:
         owner=owner if isinstance(owner, str) and owner else None,
         conversation=conversation,
         messages=messages,
+        current=current,
     )
 
 
@@ -502,6 +642,9 @@ def _create(entry: _Entry, owner: User) -> None:
         message.parent = by_source[parent_id] if parent_id is not None else None
         message.created, message.updated = created, updated
     Message.objects.bulk_update(messages, ["parent", "created", "updated"], batch_size=500)
+    if entry.current is not None:
+        conversation.current = by_source[entry.current]
+        Conversation.objects.filter(pk=conversation.pk).update(current=conversation.current)
 
 
 def _skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -> Skipped:
@@ -526,11 +669,14 @@ def conversations_import_json(*, data: Any, owner: User | None = None) -> Import
 
     Each conversation goes to `owner` if given, else to the user with the username it was
     exported with (an unknown username makes the entry invalid). Titles, settings, every
-    message field and all timestamps are kept; reply-to links are remapped to the new
-    messages. Replies exported while still generating come back as interrupted.
+    message field and all timestamps are kept; reply-to links and the branch shown
+    (`current`) are remapped to the new messages. NUL characters are dropped from text.
+    Replies exported while still generating come back as interrupted.
 
     Importing is idempotent: a conversation is skipped as already present when its target
-    owner has one with the same title and start time (`created`, to the microsecond).
+    owner has one with the same `external_id` (when it has one: a ChatGPT id, say), else
+    with the same title and start time (`created`, to the microsecond). Exports made
+    before `current`, the settings and the external ids were written import too.
     Every entry is imported in a transaction of its own: an invalid entry is skipped,
     whole, with the reason, and the others are imported.
     """
@@ -557,13 +703,30 @@ def conversation_import_entry(
     Adds what happened to `result`; returns the new conversation, or None when skipped.
     `owners` caches username lookups across the entries of one import.
     """
+    try:
+        return _import_entry(raw=raw, position=position, owner=owner, result=result, owners=owners)
+    except _Invalid as exc:
+        reason = str(exc)
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Whatever the checks above missed: this entry is unusable, the next may be fine.
+        reason = f"unreadable: {exc}"
+    except DatabaseError as exc:
+        reason = f"the database refused it: {exc}"
+    result.skipped.append(_skipped(position, raw, reason))
+    return None
+
+
+def _import_entry(
+    *,
+    raw: Any,
+    position: int,
+    owner: User | None,
+    result: ImportResult,
+    owners: dict[str, User | None] | None,
+) -> Conversation | None:
     owners = owners if owners is not None else {}
     user_model = get_user_model()
-    try:
-        entry = _parse_entry(raw)
-    except _Invalid as exc:
-        result.skipped.append(_skipped(position, raw, str(exc)))
-        return None
+    entry = _parse_entry(raw)
 
     target = owner
     if target is None:
@@ -581,13 +744,13 @@ def conversation_import_entry(
             result.skipped.append(_skipped(position, raw, reason))
             return None
 
-    existing = (
-        Conversation.objects.filter(
-            owner=target, title=entry.conversation.title, created=entry.conversation.created
-        )
-        .values_list("pk", flat=True)
-        .first()
-    )
+    same = Conversation.objects.filter(owner=target)
+    if entry.conversation.external_id:
+        # Unique per owner: a ChatGPT import, moved here through an export, is found by it.
+        same = same.filter(external_id=entry.conversation.external_id)
+    else:
+        same = same.filter(title=entry.conversation.title, created=entry.conversation.created)
+    existing = same.values_list("pk", flat=True).first()
     if existing is not None:
         reason = f"{target.get_username()} already has it (conversation {existing})"
         result.skipped.append(_skipped(position, raw, reason, duplicate=True))
@@ -596,8 +759,10 @@ def conversation_import_entry(
     try:
         with transaction.atomic():
             _create(entry, target)
-    except DatabaseError as exc:
-        result.skipped.append(_skipped(position, raw, f"the database refused it: {exc}"))
+    except IntegrityError:
+        # The same external id, imported meanwhile by another upload.
+        reason = f"{target.get_username()} already has it"
+        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
         return None
     result.conversations_imported += 1
     result.messages_imported += len(entry.messages)

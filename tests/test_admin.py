@@ -321,6 +321,11 @@ def test_json_export_has_every_field_and_streams(staff_client, thread, stranger)
         "title": "Soup recipes",
         "model": "gpt-test",
         "system_prompt": "Be brief.",
+        "title_set_by_user": False,
+        "temperature": None,
+        "max_tokens": None,
+        "external_id": "",
+        "current": None,
         "created": conversation.created.isoformat(),
         "updated": "2024-03-05T14:30:00+00:00",
         "messages": soup["messages"],
@@ -335,6 +340,11 @@ def test_json_export_has_every_field_and_streams(staff_client, thread, stranger)
         "content": "Half an answer",
         "error": "Upstream said 503",
         "model": "gpt-test",
+        "system_prompt": "",
+        "temperature": None,
+        "max_tokens": None,
+        "omitted": 0,
+        "external_id": "",
         "prompt_tokens": None,
         "completion_tokens": None,
         "ttft_ms": None,
@@ -393,10 +403,18 @@ def test_markdown_export_is_a_readable_transcript(staff_client, thread):
     assert "## You\n\nHow do I make soup?\nQuickly.\n" in text
     assert "## Assistant\n\n`gpt-test` · 12 prompt + 5 completion tokens" in text
     assert 'Boil water, "add" things,\nthen wait.' in text
-    assert "## Assistant (error)" in text
+    # The shown branch ends in the retry; the first answer is listed as the other version.
+    assert "## Assistant (error; version 2 of 2)" in text
     assert "**Error:** Upstream said 503" in text
+    assert "### Reply 1 of 2 to “How do I make soup? Quickly.”\n\n#### Assistant\n" in text
     soup = text.index("# Soup recipes")
-    assert soup < text.index("## You", soup) < text.index("## Assistant (error)", soup)
+    assert (
+        soup
+        < text.index("## You", soup)
+        < text.index("## Assistant (error", soup)
+        < text.index("## Other versions", soup)
+        < text.index("Boil water", soup)
+    )
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])

@@ -192,7 +192,8 @@ def test_alternative_answers_after_tool_output_stay_separate_replies(owner):
     assert m["Regenerated explanation"].parent == merged
 
 
-def test_it_keeps_titles_timestamps_and_models(owner):
+def test_it_keeps_titles_timestamps_and_models(owner, settings):
+    settings.OPENAI_MODELS = ["gpt-4-turbo"]  # offered here: the conversation keeps it
     c = ChatGPTConversation("Timing", create_time=1_700_000_000.5, model="gpt-4-turbo")
     q = c.add(c.system, "user", "Hi", create_time=1_700_000_010.25)
     c.add(q, "assistant", "Hello", create_time=1_700_000_012.75, model="gpt-4o-2024-05-13")
