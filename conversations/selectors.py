@@ -424,9 +424,20 @@ class SearchResults:
     has_next: bool
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def search_clean(query: str) -> str:
+    """`query` without control characters (whitespace ones become spaces).
+
+    A NUL ends FTS5's quoted string early ("unterminated string") and psycopg refuses it.
+    """
+    return _CONTROL.sub(lambda m: " " if m.group().isspace() else "", query)
+
+
 def search_terms(query: str) -> list[str]:
     """The words of a query: whitespace-separated, each with at least one letter or digit."""
-    words = query[:SEARCH_MAX_CHARS].split()
+    words = search_clean(query)[:SEARCH_MAX_CHARS].split()
     return [w for w in words if re.search(r"\w", w)][:SEARCH_MAX_TERMS]
 
 
@@ -435,7 +446,7 @@ def fts5_query(query: str) -> str:
     `:` mean nothing special), all required, the last one also as a prefix while typed."""
     terms = search_terms(query)
     quoted = ['"' + term.replace('"', '""') + '"' for term in terms]
-    if quoted and not query[:SEARCH_MAX_CHARS].endswith((" ", "\t", "\n")):
+    if quoted and not search_clean(query)[:SEARCH_MAX_CHARS].endswith((" ", "\t", "\n")):
         quoted[-1] += "*"
     return " ".join(quoted)
 
@@ -475,6 +486,7 @@ def search(*, user: User, query: str, page: int = 1) -> SearchResults:
     at a time; only ever the user's own rows.
     """
     page = max(1, min(page, SEARCH_MAX_PAGE))
+    query = search_clean(query)
     terms = search_terms(query)
     if not terms:
         return SearchResults(query, page, [], [], False)
@@ -539,13 +551,9 @@ def _search_postgresql(
 ) -> tuple[list[Conversation], list[Message]]:
     from django.contrib.postgres.search import SearchQuery, SearchVector
 
-    # Every word required, the last also as a prefix (as typed), like the FTS5 query. Only
-    # word characters reach tsquery syntax, each word quoted: nothing in a query is an
-    # operator.
-    words = [w for term in search_terms(query) for w in re.findall(r"\w+", term)]
-    if not words:
+    raw = postgresql_tsquery(query)
+    if not raw:
         return [], []
-    raw = " & ".join(f"'{w}'" for w in words) + ":*"
     ts_query = SearchQuery(raw, config="simple", search_type="raw")
     titles: list[Conversation] = list(
         Conversation.objects.annotate(_fts=SearchVector("title", config="simple"))
@@ -561,3 +569,14 @@ def _search_postgresql(
         .order_by("-id")[offset : offset + limit]
     )
     return titles, messages
+
+
+def postgresql_tsquery(query: str) -> str:
+    """A user's query as tsquery syntax ("" if it has no words), for `_search_postgresql`.
+
+    Every word required, the last also as a prefix (as typed), like the FTS5 query. Only
+    word characters reach tsquery syntax, each word quoted: nothing in a query is an
+    operator.
+    """
+    words = [w for term in search_terms(query) for w in re.findall(r"\w+", term)]
+    return " & ".join(f"'{w}'" for w in words) + ":*" if words else ""

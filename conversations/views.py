@@ -469,7 +469,7 @@ def conversation_title(request: Request, conversation_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def search(request: Request) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
+    query = selectors.search_clean(request.GET.get("q", "")).strip()
     raw_page = request.GET.get("page", "1")
     page = int(raw_page) if raw_page.isascii() and raw_page.isdecimal() and len(raw_page) < 6 else 1
     results = selectors.search(user=request.user, query=query, page=page)

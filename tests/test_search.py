@@ -194,3 +194,25 @@ def test_the_sidebar_has_a_search_box(owner_client):
     html = owner_client.get("/").content.decode()
     assert f'action="{reverse("search")}" role="search"' in html
     assert 'name="q"' in html
+
+
+@pytest.mark.parametrize(
+    "query", ["\x00abc", "abc\x00", "ab\x00c", "\x01abc\x1f", "abc\x7f\x00 de"]
+)
+def test_control_characters_in_a_query_are_dropped_not_an_error(owner_client, owner, query):
+    hit = MessageFactory(conversation__owner=owner, content="abc def")
+    response = _search(owner_client, query)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "\x00" not in html
+    assert _message_links(html) == [f"{hit.conversation.get_absolute_url()}#m-{hit.pk}"]
+
+
+def test_control_characters_never_reach_either_full_text_query():
+    # Removed, except whitespace ones (tab, vertical tab...), which still separate words.
+    assert selectors.search_terms("\x00abc de\x07f\x0bg") == ["abc", "def", "g"]
+    assert selectors.fts5_query("\x00abc") == '"abc"*'
+    # PostgreSQL: the tsquery text `_search_postgresql` sends (psycopg refuses NUL bytes).
+    assert selectors.postgresql_tsquery("\x00abc de\x00") == "'abc' & 'de':*"
+    assert selectors.postgresql_tsquery("\x00abc d") == "'abc' & 'd':*"
+    assert selectors.postgresql_tsquery("\x00\x01") == ""
