@@ -28,9 +28,21 @@ if TYPE_CHECKING:
 GROUPS = ("Today", "Yesterday", "Previous 7 days", "Previous 30 days", "Older")
 
 
+def local_day(value: datetime) -> date:
+    """The day `value` falls on in the site's TIME_ZONE (for an aware `value`).
+
+    Within a day of year 1 or 9999 (an imported file can hold such dates) local time would
+    be off the calendar (OverflowError): the UTC day then, so no page ever fails on it.
+    """
+    try:
+        return timezone.localdate(value)
+    except OverflowError:
+        return value.astimezone(UTC).date()
+
+
 def recency_group(updated: datetime, *, today: date) -> str:
     """The sidebar heading `updated` falls under (days in the site's TIME_ZONE)."""
-    days = (today - timezone.localdate(updated)).days
+    days = (today - local_day(updated)).days
     if days <= 0:
         return GROUPS[0]
     if days == 1:
@@ -99,10 +111,7 @@ def conversation_list(
     if after is not None:
         updated, pk = after
         conversations = conversations.filter(Q(updated__lt=updated) | Q(updated=updated, pk__lt=pk))
-        try:
-            previous_group = recency_group(updated, today=today)
-        except OverflowError:  # a forged cursor near year 9999, shifted to local time
-            previous_group = None
+        previous_group = recency_group(updated, today=today)
     rows = list(conversations.order_by("-updated", "-id")[: limit + 1])
     older = _cursor(rows[limit - 1]) if len(rows) > limit else None
     return ConversationPage(rows[:limit], older, previous_group, today)
@@ -403,6 +412,10 @@ class MessageHit:
     def url(self) -> str:
         return f"{reverse('conversation', args=[self.conversation_id])}#m-{self.message_id}"
 
+    @property
+    def day(self) -> date:
+        return local_day(self.created)
+
 
 @dataclass(frozen=True)
 class TitleHit:
@@ -413,6 +426,10 @@ class TitleHit:
     @property
     def url(self) -> str:
         return reverse("conversation", args=[self.conversation_id])
+
+    @property
+    def day(self) -> date:
+        return local_day(self.updated)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
 from django.urls import reverse
 
 from conversations import selectors
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +217,14 @@ def test_control_characters_never_reach_either_full_text_query():
     assert selectors.postgresql_tsquery("\x00abc de\x00") == "'abc' & 'de':*"
     assert selectors.postgresql_tsquery("\x00abc d") == "'abc' & 'd':*"
     assert selectors.postgresql_tsquery("\x00\x01") == ""
+
+
+def test_results_with_dates_at_the_ends_of_the_calendar_are_shown(owner_client, owner, settings):
+    settings.TIME_ZONE = "Asia/Tokyo"  # 9999-12-31 23:00 UTC is past year 9999 in Tokyo
+    far = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
+    message = MessageFactory(conversation__owner=owner, conversation__title="far", content="far")
+    Conversation.objects.filter(pk=message.conversation_id).update(updated=far)
+    Message.objects.filter(pk=message.pk).update(created=far)
+    response = _search(owner_client, "far")
+    assert response.status_code == 200
+    assert response.content.decode().count("31 Dec 9999") == 2
