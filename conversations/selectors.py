@@ -229,6 +229,20 @@ def shown_leaf_id(*, conversation: Conversation) -> int | None:
     return leaf.pk if leaf is not None else None
 
 
+def conversation_message(*, conversation: Conversation, message_id: str) -> Message | None:
+    """The conversation's message with id `message_id` (a URL parameter), or None."""
+    if not (message_id.isascii() and message_id.isdecimal() and len(message_id) <= 18):
+        return None
+    return conversation.messages.filter(pk=int(message_id)).first()
+
+
+def is_shown(*, message: Message, conversation: Conversation) -> bool:
+    """Whether `message` is on the branch the conversation page shows."""
+    messages = list(conversation.messages.only("id", "parent_id", "created"))
+    leaf = _shown_leaf(conversation, messages, _children(messages))
+    return any(m.pk == message.pk for m in _path_to(leaf, {m.pk: m for m in messages}))
+
+
 def newest_leaf_id(*, message: Message) -> int:
     """The most recent end of the branches under `message` (what showing it shows)."""
     messages = list(
@@ -410,7 +424,9 @@ class MessageHit:
 
     @property
     def url(self) -> str:
-        return f"{reverse('conversation', args=[self.conversation_id])}#m-{self.message_id}"
+        # ?m= opens the branch holding the message: it may be a version not shown now.
+        url = reverse("conversation", args=[self.conversation_id])
+        return f"{url}?m={self.message_id}#m-{self.message_id}"
 
     @property
     def day(self) -> date:
