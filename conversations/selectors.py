@@ -28,9 +28,21 @@ if TYPE_CHECKING:
 GROUPS = ("Today", "Yesterday", "Previous 7 days", "Previous 30 days", "Older")
 
 
+def local_day(value: datetime) -> date:
+    """The day `value` falls on in the site's TIME_ZONE (for an aware `value`).
+
+    Within a day of year 1 or 9999 (an imported file can hold such dates) local time would
+    be off the calendar (OverflowError): the UTC day then, so no page ever fails on it.
+    """
+    try:
+        return timezone.localdate(value)
+    except OverflowError:
+        return value.astimezone(UTC).date()
+
+
 def recency_group(updated: datetime, *, today: date) -> str:
     """The sidebar heading `updated` falls under (days in the site's TIME_ZONE)."""
-    days = (today - timezone.localdate(updated)).days
+    days = (today - local_day(updated)).days
     if days <= 0:
         return GROUPS[0]
     if days == 1:
@@ -99,10 +111,7 @@ def conversation_list(
     if after is not None:
         updated, pk = after
         conversations = conversations.filter(Q(updated__lt=updated) | Q(updated=updated, pk__lt=pk))
-        try:
-            previous_group = recency_group(updated, today=today)
-        except OverflowError:  # a forged cursor near year 9999, shifted to local time
-            previous_group = None
+        previous_group = recency_group(updated, today=today)
     rows = list(conversations.order_by("-updated", "-id")[: limit + 1])
     older = _cursor(rows[limit - 1]) if len(rows) > limit else None
     return ConversationPage(rows[:limit], older, previous_group, today)
@@ -218,6 +227,20 @@ def shown_leaf_id(*, conversation: Conversation) -> int | None:
     messages = list(conversation.messages.only("id", "parent_id", "created"))
     leaf = _shown_leaf(conversation, messages, _children(messages))
     return leaf.pk if leaf is not None else None
+
+
+def conversation_message(*, conversation: Conversation, message_id: str) -> Message | None:
+    """The conversation's message with id `message_id` (a URL parameter), or None."""
+    if not (message_id.isascii() and message_id.isdecimal() and len(message_id) <= 18):
+        return None
+    return conversation.messages.filter(pk=int(message_id)).first()
+
+
+def is_shown(*, message: Message, conversation: Conversation) -> bool:
+    """Whether `message` is on the branch the conversation page shows."""
+    messages = list(conversation.messages.only("id", "parent_id", "created"))
+    leaf = _shown_leaf(conversation, messages, _children(messages))
+    return any(m.pk == message.pk for m in _path_to(leaf, {m.pk: m for m in messages}))
 
 
 def newest_leaf_id(*, message: Message) -> int:
@@ -401,7 +424,13 @@ class MessageHit:
 
     @property
     def url(self) -> str:
-        return f"{reverse('conversation', args=[self.conversation_id])}#m-{self.message_id}"
+        # ?m= opens the branch holding the message: it may be a version not shown now.
+        url = reverse("conversation", args=[self.conversation_id])
+        return f"{url}?m={self.message_id}#m-{self.message_id}"
+
+    @property
+    def day(self) -> date:
+        return local_day(self.created)
 
 
 @dataclass(frozen=True)
@@ -414,6 +443,10 @@ class TitleHit:
     def url(self) -> str:
         return reverse("conversation", args=[self.conversation_id])
 
+    @property
+    def day(self) -> date:
+        return local_day(self.updated)
+
 
 @dataclass(frozen=True)
 class SearchResults:
@@ -424,9 +457,20 @@ class SearchResults:
     has_next: bool
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def search_clean(query: str) -> str:
+    """`query` without control characters (whitespace ones become spaces).
+
+    A NUL ends FTS5's quoted string early ("unterminated string") and psycopg refuses it.
+    """
+    return _CONTROL.sub(lambda m: " " if m.group().isspace() else "", query)
+
+
 def search_terms(query: str) -> list[str]:
     """The words of a query: whitespace-separated, each with at least one letter or digit."""
-    words = query[:SEARCH_MAX_CHARS].split()
+    words = search_clean(query)[:SEARCH_MAX_CHARS].split()
     return [w for w in words if re.search(r"\w", w)][:SEARCH_MAX_TERMS]
 
 
@@ -435,7 +479,7 @@ def fts5_query(query: str) -> str:
     `:` mean nothing special), all required, the last one also as a prefix while typed."""
     terms = search_terms(query)
     quoted = ['"' + term.replace('"', '""') + '"' for term in terms]
-    if quoted and not query[:SEARCH_MAX_CHARS].endswith((" ", "\t", "\n")):
+    if quoted and not search_clean(query)[:SEARCH_MAX_CHARS].endswith((" ", "\t", "\n")):
         quoted[-1] += "*"
     return " ".join(quoted)
 
@@ -475,6 +519,7 @@ def search(*, user: User, query: str, page: int = 1) -> SearchResults:
     at a time; only ever the user's own rows.
     """
     page = max(1, min(page, SEARCH_MAX_PAGE))
+    query = search_clean(query)
     terms = search_terms(query)
     if not terms:
         return SearchResults(query, page, [], [], False)
@@ -539,13 +584,9 @@ def _search_postgresql(
 ) -> tuple[list[Conversation], list[Message]]:
     from django.contrib.postgres.search import SearchQuery, SearchVector
 
-    # Every word required, the last also as a prefix (as typed), like the FTS5 query. Only
-    # word characters reach tsquery syntax, each word quoted: nothing in a query is an
-    # operator.
-    words = [w for term in search_terms(query) for w in re.findall(r"\w+", term)]
-    if not words:
+    raw = postgresql_tsquery(query)
+    if not raw:
         return [], []
-    raw = " & ".join(f"'{w}'" for w in words) + ":*"
     ts_query = SearchQuery(raw, config="simple", search_type="raw")
     titles: list[Conversation] = list(
         Conversation.objects.annotate(_fts=SearchVector("title", config="simple"))
@@ -561,3 +602,14 @@ def _search_postgresql(
         .order_by("-id")[offset : offset + limit]
     )
     return titles, messages
+
+
+def postgresql_tsquery(query: str) -> str:
+    """A user's query as tsquery syntax ("" if it has no words), for `_search_postgresql`.
+
+    Every word required, the last also as a prefix (as typed), like the FTS5 query. Only
+    word characters reach tsquery syntax, each word quoted: nothing in a query is an
+    operator.
+    """
+    words = [w for term in search_terms(query) for w in re.findall(r"\w+", term)]
+    return " & ".join(f"'{w}'" for w in words) + ":*" if words else ""

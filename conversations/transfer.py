@@ -186,7 +186,11 @@ def export_csv(queryset: QuerySet[Conversation], *, batch_size: int | None = Non
 
 
 def _when(value: datetime) -> str:
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M %Z")
+    try:
+        local = timezone.localtime(value)
+    except OverflowError:  # within a day of year 1 or 9999 (an imported date): off the calendar
+        local = value.astimezone(UTC)
+    return local.strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _duration(ms: int) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,21 @@ def chat(request: Request) -> HttpResponse:
 @login_required
 @require_GET
 def conversation(request: Request, conversation_id: int) -> HttpResponse:
+    """The conversation; with `?m=<id>` (a search result) the branch holding that message.
+
+    Opening a message of another branch switches to it as the version switcher does, then
+    redirects to the plain URL (a reload must not switch back). An `m` that is not a
+    message of this conversation is ignored.
+    """
     conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    target = selectors.conversation_message(conversation=conv, message_id=request.GET.get("m", ""))
+    if target is not None:
+        # While a reply is being written it stays on screen (ConversationBusy), as with
+        # the switcher.
+        if not selectors.is_shown(message=target, conversation=conv):
+            with contextlib.suppress(services.ConversationBusy):
+                services.conversation_show(message=target)
+        return redirect(f"{conv.get_absolute_url()}#m-{target.pk}")
     return render(request, TEMPLATE, _page_context(request, conv))
 
 
@@ -469,7 +484,7 @@ def conversation_title(request: Request, conversation_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def search(request: Request) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
+    query = selectors.search_clean(request.GET.get("q", "")).strip()
     raw_page = request.GET.get("page", "1")
     page = int(raw_page) if raw_page.isascii() and raw_page.isdecimal() and len(raw_page) < 6 else 1
     results = selectors.search(user=request.user, query=query, page=page)

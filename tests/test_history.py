@@ -446,3 +446,25 @@ def test_ten_thousand_conversations_give_one_fast_page(
     with django_assert_max_num_queries(3):
         more = owner_client.get(url, **HTMX).content.decode()
     assert more.count("data-conversation=") == django_settings.CHAT_SIDEBAR_LIMIT
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("zone", "updated", "group"),
+    [
+        ("Asia/Tokyo", datetime(9999, 12, 31, 23, 0, tzinfo=UTC), "Today"),
+        ("America/New_York", datetime(1, 1, 1, 1, 0, tzinfo=UTC), "Older"),
+    ],
+)
+def test_a_date_at_the_ends_of_the_calendar_never_breaks_the_sidebar(
+    owner, owner_client, settings, zone, updated, group
+):
+    settings.TIME_ZONE = zone  # local time of these dates would be past year 9999 / before 1
+    c = ConversationFactory(owner=owner, title="Out of range")
+    Conversation.objects.filter(pk=c.pk).update(updated=updated)
+    assert selectors.recency_group(updated, today=NOW.date()) == group
+    assert selectors.conversation_list(user=owner, now=NOW).entries()[0][0] == group
+    for url in ("/", c.get_absolute_url()):
+        response = owner_client.get(url)
+        assert response.status_code == 200
+        assert f'<h2 class="sidebar-group">{group}</h2>' in response.content.decode()

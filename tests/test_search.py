@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
 from django.urls import reverse
 
 from conversations import selectors
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +43,10 @@ def test_it_finds_messages_by_their_text_and_links_to_the_message(owner_client, 
     html = _search(owner_client, "Tomato").content.decode()
     url = question.conversation.get_absolute_url()
     # Newest first; the last word also matches as a prefix ("tomato" → "tomatoes").
-    assert _message_links(html) == [f"{url}#m-{reply.pk}", f"{url}#m-{question.pk}"]
+    assert _message_links(html) == [
+        f"{url}?m={reply.pk}#m-{reply.pk}",
+        f"{url}?m={question.pk}#m-{question.pk}",
+    ]
     assert "How do I prune <mark>tomato</mark> plants?" in html
     assert "a branch of <mark>tomatoes</mark>." in html
 
@@ -51,7 +55,9 @@ def test_every_word_must_match(owner_client, owner):
     both = MessageFactory(conversation__owner=owner, content="red apples and green pears")
     MessageFactory(conversation__owner=owner, content="red cars")
     html = _search(owner_client, "red pears").content.decode()
-    assert _message_links(html) == [f"{both.conversation.get_absolute_url()}#m-{both.pk}"]
+    assert _message_links(html) == [
+        f"{both.conversation.get_absolute_url()}?m={both.pk}#m-{both.pk}"
+    ]
 
 
 def test_search_never_shows_another_users_conversations(owner_client, owner, stranger):
@@ -61,7 +67,9 @@ def test_search_never_shows_another_users_conversations(owner_client, owner, str
     html = _search(owner_client, "secret").content.decode()
     assert "Secret plans" not in html
     assert "swordfish" not in html
-    assert _message_links(html) == [f"{mine.conversation.get_absolute_url()}#m-{mine.pk}"]
+    assert _message_links(html) == [
+        f"{mine.conversation.get_absolute_url()}?m={mine.pk}#m-{mine.pk}"
+    ]
     assert "Nothing found" in _search(owner_client, "swordfish").content.decode()
     page = selectors.search(user=owner, query="plans password swordfish")
     assert page.conversations == [] and page.messages == []
@@ -104,7 +112,7 @@ def test_operator_words_are_searched_as_plain_words(owner_client, owner):
     hit = MessageFactory(conversation__owner=owner, content="this AND that")
     MessageFactory(conversation__owner=owner, content="this alone")
     assert _message_links(_search(owner_client, "this AND").content.decode()) == [
-        f"{hit.conversation.get_absolute_url()}#m-{hit.pk}"
+        f"{hit.conversation.get_absolute_url()}?m={hit.pk}#m-{hit.pk}"
     ]
 
 
@@ -127,7 +135,7 @@ def test_results_come_a_page_at_a_time(owner_client, owner, settings):
     settings.CHAT_SEARCH_PAGE_SIZE = 5
     conversation = ConversationFactory(owner=owner)
     made = [MessageFactory(conversation=conversation, content=f"needle {i}") for i in range(12)]
-    newest_first = [f"{conversation.get_absolute_url()}#m-{m.pk}" for m in reversed(made)]
+    newest_first = [f"{conversation.get_absolute_url()}?m={m.pk}#m-{m.pk}" for m in reversed(made)]
     seen: list[str] = []
     for page in (1, 2, 3):
         html = _search(owner_client, "needle", page=page).content.decode()
@@ -194,3 +202,105 @@ def test_the_sidebar_has_a_search_box(owner_client):
     html = owner_client.get("/").content.decode()
     assert f'action="{reverse("search")}" role="search"' in html
     assert 'name="q"' in html
+
+
+@pytest.mark.parametrize(
+    "query", ["\x00abc", "abc\x00", "ab\x00c", "\x01abc\x1f", "abc\x7f\x00 de"]
+)
+def test_control_characters_in_a_query_are_dropped_not_an_error(owner_client, owner, query):
+    hit = MessageFactory(conversation__owner=owner, content="abc def")
+    response = _search(owner_client, query)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "\x00" not in html
+    assert _message_links(html) == [f"{hit.conversation.get_absolute_url()}?m={hit.pk}#m-{hit.pk}"]
+
+
+def test_control_characters_never_reach_either_full_text_query():
+    # Removed, except whitespace ones (tab, vertical tab...), which still separate words.
+    assert selectors.search_terms("\x00abc de\x07f\x0bg") == ["abc", "def", "g"]
+    assert selectors.fts5_query("\x00abc") == '"abc"*'
+    # PostgreSQL: the tsquery text `_search_postgresql` sends (psycopg refuses NUL bytes).
+    assert selectors.postgresql_tsquery("\x00abc de\x00") == "'abc' & 'de':*"
+    assert selectors.postgresql_tsquery("\x00abc d") == "'abc' & 'd':*"
+    assert selectors.postgresql_tsquery("\x00\x01") == ""
+
+
+def test_results_with_dates_at_the_ends_of_the_calendar_are_shown(owner_client, owner, settings):
+    settings.TIME_ZONE = "Asia/Tokyo"  # 9999-12-31 23:00 UTC is past year 9999 in Tokyo
+    far = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
+    message = MessageFactory(conversation__owner=owner, conversation__title="far", content="far")
+    Conversation.objects.filter(pk=message.conversation_id).update(updated=far)
+    Message.objects.filter(pk=message.pk).update(created=far)
+    response = _search(owner_client, "far")
+    assert response.status_code == 200
+    assert response.content.decode().count("31 Dec 9999") == 2
+
+
+def _hidden_reply(owner):
+    """alice's conversation where the reply to find was regenerated: not on the branch shown."""
+    question = MessageFactory(conversation__owner=owner, content="How tall is Everest?")
+    hidden = ReplyFactory(conversation=question.conversation, parent=question, content="Zanzibar")
+    ReplyFactory(conversation=question.conversation, parent=question, content="8849 metres")
+    return question.conversation, hidden
+
+
+def test_a_result_opens_the_branch_that_holds_the_message(owner_client, owner):
+    conversation, hidden = _hidden_reply(owner)
+    assert "Zanzibar" not in owner_client.get(conversation.get_absolute_url()).content.decode()
+    [link] = _message_links(_search(owner_client, "zanzibar").content.decode())
+    assert link == f"{conversation.get_absolute_url()}?m={hidden.pk}#m-{hidden.pk}"
+    response = owner_client.get(link.replace("&amp;", "&"))
+    # Like the version switcher: the branch is shown from now on, at the message.
+    assert response.status_code == 302
+    assert response["Location"] == f"{conversation.get_absolute_url()}#m-{hidden.pk}"
+    html = owner_client.get(response["Location"]).content.decode()
+    assert f'id="m-{hidden.pk}"' in html
+    assert "Zanzibar" in html and "8849 metres" not in html
+
+
+def test_a_result_on_the_shown_branch_changes_nothing(owner_client, owner):
+    conversation, hidden = _hidden_reply(owner)
+    question = hidden.parent
+    response = owner_client.get(conversation.get_absolute_url(), {"m": question.pk})
+    assert response["Location"] == f"{conversation.get_absolute_url()}#m-{question.pk}"
+    conversation.refresh_from_db()
+    assert conversation.current_id is None
+    assert "8849 metres" in owner_client.get(conversation.get_absolute_url()).content.decode()
+
+
+def test_a_message_id_not_of_the_conversation_is_ignored(owner_client, owner, stranger):
+    conversation, _hidden = _hidden_reply(owner)
+    strangers = MessageFactory(conversation__owner=stranger, content="mallory's secret")
+    elsewhere = MessageFactory(conversation__owner=owner, content="another of alice's")
+    for m in (strangers.pk, elsewhere.pk, "x", "", "-1", "99999999999999999999", "²", 0):
+        response = owner_client.get(conversation.get_absolute_url(), {"m": m})
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert "8849 metres" in html
+        assert "mallory's secret" not in html and "another of alice's" not in html
+    conversation.refresh_from_db()
+    assert conversation.current_id is None
+
+
+def test_a_stranger_gets_404_for_the_conversation_even_with_their_own_message(
+    stranger_client, owner, stranger
+):
+    conversation, hidden = _hidden_reply(owner)
+    mine = MessageFactory(conversation__owner=stranger)
+    for m in (hidden.pk, mine.pk):
+        response = stranger_client.get(conversation.get_absolute_url(), {"m": m})
+        assert response.status_code == 404
+    conversation.refresh_from_db()
+    assert conversation.current_id is None
+
+
+def test_a_result_does_not_switch_away_from_a_reply_being_written(owner_client, owner):
+    conversation, hidden = _hidden_reply(owner)
+    question = MessageFactory(conversation=conversation, content="And K2?")
+    writing = ReplyFactory(conversation=conversation, parent=question, status="streaming")
+    Conversation.objects.filter(pk=conversation.pk).update(current=writing)
+    response = owner_client.get(conversation.get_absolute_url(), {"m": hidden.pk})
+    assert response.status_code == 302
+    conversation.refresh_from_db()
+    assert conversation.current_id == writing.pk

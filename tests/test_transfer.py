@@ -371,3 +371,13 @@ def test_the_command_reads_standard_input(export_file, stranger, monkeypatch):
     output = run("-", "--owner", "mallory")
 
     assert "Imported 2 conversation(s) with 5 message(s)." in output
+
+
+@pytest.mark.django_db
+def test_the_markdown_export_shows_dates_at_the_ends_of_the_calendar(owner, settings):
+    settings.TIME_ZONE = "Asia/Tokyo"  # 9999-12-31 23:00 UTC is past year 9999 in Tokyo
+    conversation = ConversationFactory(owner=owner, title="Far future")
+    far = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
+    Conversation.objects.filter(pk=conversation.pk).update(created=far, updated=far)
+    text = "".join(transfer.export_markdown(Conversation.objects.filter(pk=conversation.pk)))
+    assert "Started: 9999-12-31 23:00 UTC" in text
