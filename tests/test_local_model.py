@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+import re
 import time
 from pathlib import Path
 
@@ -285,3 +286,24 @@ def test_a_long_conversation_fits_the_local_window_from_the_first_reply(
     reply = finished(last_reply(), timeout=60)
     assert reply.status == Message.Status.COMPLETE, reply.error
     assert reply.prompt_tokens is not None and reply.prompt_tokens < 1280
+
+
+def test_the_settings_offer_the_local_model_beside_the_remote_ones(
+    owner, owner_client, local_backend, fake_openai, settings
+):
+    settings.OPENAI_MODELS = ["gpt-4o"]
+    conversation = ConversationFactory(owner=owner, model="fake-model")
+    page = owner_client.get(conversation.get_absolute_url()).content.decode()
+    select = page[page.index('name="model"') :]
+    offered = re.findall(r'<option value="([^"]+)"', select[: select.index("</select>")])
+    assert offered == ["fake-model", "gpt-4o", BUNDLED]
+    assert "SmolLM2-135M-Instruct (local)</option>" in page
+    # Choosing it sends the next reply to the local model.
+    response = owner_client.post(
+        reverse("settings", args=[conversation.pk]), {"model": BUNDLED, "max_tokens": "4"}
+    )
+    assert response.status_code in (200, 302)
+    send(owner_client, "Hello there", conversation)
+    reply = finished(last_reply(), timeout=60)
+    assert reply.model == BUNDLED and reply.status == Message.Status.COMPLETE
+    assert fake_openai.requests == []
