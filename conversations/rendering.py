@@ -142,9 +142,12 @@ def _parser() -> MarkdownIt:
 _md = _parser()
 
 
-@functools.lru_cache(maxsize=1024)
-def _render(text: str) -> str:
+def render_markdown_uncached(text: str) -> str:
+    """render_markdown() without its cache: for the many passing prefixes of a streaming reply."""
     return _cleaner.clean(_md.render(text)).strip()
+
+
+_render = functools.lru_cache(maxsize=1024)(render_markdown_uncached)
 
 
 def render_markdown(text: str) -> SafeString:

@@ -60,11 +60,16 @@ def test_a_code_block_renders_highlighted_with_a_copy_button_that_copies(chromiu
     composer(page).fill("Write me a greeting function")
     composer(page).press("Enter")
 
-    # While it streams the reply is plain text; the finished reply is rendered.
+    # While it streams the reply is already rendered: the code block is one before it ends.
     reply = last_reply(page)
-    expect(reply).to_have_attribute("data-status", "streaming")
-    expect(reply.locator(".msg-body")).to_contain_text("```python")
-    expect(reply.locator(".code-block")).to_have_count(0)
+    page.wait_for_function(
+        """() => {
+          const reply = [...document.querySelectorAll('#thread [data-role=assistant]')].pop();
+          const body = reply && reply.querySelector('.msg-body');
+          return !!body && reply.dataset.status === 'streaming' && body.querySelector('.code-block pre code')
+            && body.querySelector('h2') && !body.textContent.includes('```');
+        }"""
+    )
     expect(reply).to_have_attribute("data-status", "complete")
     expect(page.locator("#announcer")).to_have_text("Reply finished.")
     body = reply.locator(".msg-body")

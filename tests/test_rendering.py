@@ -359,28 +359,37 @@ def test_a_page_with_hostile_replies_runs_only_the_apps_own_scripts(owner, owner
 
 
 @pytest.mark.django_db
-def test_a_reply_still_streaming_is_plain_text_until_it_is_done(owner, owner_client):
-    """A reloaded page mid-stream shows what the stream appends to: the raw text."""
+def test_a_reply_still_streaming_shows_its_markdown_so_far(owner, owner_client):
+    """A reloaded page mid-stream renders the partial text, as the stream's `render` events do:
+    the unclosed fence is a code block that ends inside the reply, not raw text or a page-
+    swallowing <pre>."""
     conversation = ConversationFactory(owner=owner)
     question = Message.objects.create(
         conversation=conversation, role=Message.Role.USER, content="Code please"
     )
+    partial = "Here:\n\n```py\nx = '<b>'"
     reply = Message.objects.create(
         conversation=conversation,
         parent=question,
         role=Message.Role.ASSISTANT,
-        content="Here:\n\n```py\nx = '<b>'",
+        content=partial,
         status=Message.Status.STREAMING,
     )
     page = owner_client.get(conversation.get_absolute_url()).content.decode()
-    body = page[page.index('aria-live="polite"', page.index(f'id="m-{reply.pk}"')) :]
-    assert body[body.index(">") + 1 :].startswith("Here:\n\n```py\nx = &#x27;&lt;b&gt;&#x27;</div>")
-    assert 'class="copy"' not in page
+    article = page[page.index(f'id="m-{reply.pk}"') :]
+    opening = '<div class="msg-body md" aria-live="off" aria-busy="true" sse-swap="render"'
+    body = article[article.index(opening) :]
+    body = body[body.index(">") + 1 :]
+    assert body.startswith(render_markdown(partial) + "</div>"), body[:300]
+    assert "<pre" in body[: body.index("</div></div>")] and "&lt;b&gt;" in body
+    assert "<b>" not in article[: article.index("</article>")]
+    assert "```" not in body[: body.index("</article>")]
 
     reply.status = Message.Status.STOPPED
     reply.save()
     page = owner_client.get(conversation.get_absolute_url()).content.decode()
     assert 'class="copy"' in page and "<pre" in page and "&lt;b&gt;" in page
+    assert 'aria-live="polite" aria-busy="false"' in page
 
 
 @pytest.mark.django_db

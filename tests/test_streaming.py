@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Message
+from conversations.rendering import render_markdown
 from tests.factories import MessageFactory, ReplyFactory
 from tests.fake_openai import Reply
 from tests.helpers import HTMX, finished, last_reply, send
@@ -125,15 +126,21 @@ def test_reopening_while_it_streams_shows_the_text_so_far_then_continues_live(
         assert 'aria-busy="true"' in page
         assert "Stop</button>" in page
         start = page.index(f'id="m-{reply.pk}"')
-        body = page[page.index('aria-live="polite"', start) :]
-        shown = html.unescape(body[body.index(">") + 1 : body.index("</div>")])
-        assert shown and "".join(tokens).startswith(shown)
+        body = page[page.index('sse-swap="render"', start) :]
+        shown = body[body.index(">") + 1 : body.index("</div>")]
         url = page[start:].split('sse-connect="')[1].split('"')[0]
-        assert url.endswith(f"?offset={len(shown)}")
+        offset = int(url.rsplit("?offset=", 1)[1])
+        # The page shows the text so far, rendered; the stream goes on from its length.
+        so_far = "".join(tokens)[:offset]
+        assert 0 < offset < len("".join(tokens)) and shown == render_markdown(so_far)
         with http.stream("GET", html.unescape(url)) as response:
-            rest = "".join(data for event, data, _ in events(response) if event == "delta")
+            received = list(events(response))
+    rest = "".join(data for event, data, _ in received if event == "delta")
     # What the page showed plus what streamed afterwards is the whole reply, once.
-    assert shown + html.unescape(rest) == "".join(tokens)
+    assert so_far + html.unescape(rest) == "".join(tokens)
+    # And the `render` events re-render the whole text, not just the rest.
+    renders = [data for event, data, _ in received if event == "render"]
+    assert renders[-1] == render_markdown("".join(tokens))
     finished(reply)
 
 
@@ -252,11 +259,12 @@ def test_htmx_send_response_connects_the_reply_to_its_stream(owner_client, fake_
     reply = last_reply()
     html_text = response.content.decode()
     assert f'sse-connect="/c/{reply.conversation_id}/m/{reply.pk}/stream/?offset=0"' in html_text
-    assert 'sse-swap="delta"' in html_text
+    # The page shows the Markdown `render` events; `delta` events are for other clients.
+    assert 'sse-swap="render" hx-swap="innerHTML"' in html_text
     assert 'sse-close="done"' in html_text
-    assert 'aria-busy="true"' in html_text
-    assert 'aria-live="polite"' in html_text
+    # Not read out at every re-render: the announcer says when the reply ends.
+    assert 'aria-live="off" aria-busy="true"' in html_text
     finished(reply)
     page = owner_client.get(f"/c/{reply.conversation_id}/", **HTMX).content.decode()
     assert "sse-connect" not in page
-    assert 'aria-busy="false"' in page
+    assert 'aria-live="polite" aria-busy="false"' in page

@@ -80,9 +80,9 @@
     if (error) error.textContent = "Cannot reach chatsite. Check your connection and try again.";
   });
 
-  // The first piece of text turns a pending reply into a streaming one.
+  // The first piece of text shown turns a pending reply into a streaming one.
   document.addEventListener("htmx:sseMessage", function (event) {
-    if (event.detail.type !== "delta") return;
+    if (event.detail.type !== "render" || !event.detail.data) return;
     var article = event.target.closest("article[data-status]");
     if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
   });
