@@ -363,6 +363,12 @@ def _phase_text(phase: str, ahead: int) -> str:
     return "Thinking…" if phase else ""
 
 
+def _render_every(length: int) -> float:
+    # Each render resends the whole reply: a long one re-renders less often, so the bytes
+    # sent grow about linearly with its length, not with its square.
+    return RENDER_SECONDS + length / 40_000
+
+
 async def _render_partial(text: str) -> str:
     # Not render_markdown(): its cache is for whole replies, and a page is CPU work best kept
     # off the event loop.
@@ -392,7 +398,7 @@ async def _reply_events(message: Message, offset: int) -> AsyncIterator[str]:
                 break
             wait = KEEPALIVE_SECONDS
             if snap.text != rendered:
-                due = rendered_at + RENDER_SECONDS - loop.time()
+                due = rendered_at + _render_every(len(snap.text)) - loop.time()
                 if due <= 0:
                     yield _sse("render", await _render_partial(snap.text))
                     rendered, rendered_at = snap.text, loop.time()
