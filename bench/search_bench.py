@@ -11,33 +11,18 @@ rare word, a common word, two words, a prefix, a word only other users have.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-TMP = Path(tempfile.mkdtemp(prefix="chatsite-search-bench-"))
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-secret-key-long-enough-to-be-accepted",
-        "DATABASE_URL": f"sqlite:///{TMP / 'db.sqlite3'}",
-        "CHAT_LOG_FILE": str(TMP / "chat.log"),
-    }
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import configure
 
-import django  # noqa: E402
-
-django.setup()
+configure()
 
 from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.db import transaction  # noqa: E402
 
 from conversations import selectors  # noqa: E402
@@ -113,7 +98,6 @@ def main() -> None:
     parser.add_argument("--noise", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
-    call_command("migrate", verbosity=0)
     rng = random.Random(1)
     alice = User.objects.create_user("alice")
     started = time.monotonic()
