@@ -167,6 +167,8 @@ LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=4096)
 # CPU threads per generation (0: all cores but one) and generations at once (others queue).
 LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=0)
 LOCAL_MODEL_CONCURRENCY = max(1, env.int("LOCAL_MODEL_CONCURRENCY", default=1))
+# Longest local reply when neither the conversation nor CHAT_MAX_TOKENS sets one (0: none).
+LOCAL_MODEL_MAX_TOKENS = env.int("LOCAL_MODEL_MAX_TOKENS", default=1024)
 
 # --- Generation defaults (each conversation can change them) -------------------
 # Empty: the model's own default.

@@ -95,15 +95,11 @@ class MessageInline(ReadOnly, admin.TabularInline[Message, Conversation]):
         "text",
         "reply_to",
         "model",
-        "system_prompt",
-        "temperature",
-        "max_tokens",
-        "omitted",
-        "prompt_tokens",
         "completion_tokens",
-        "ttft_ms",
         "total_ms",
     )
+    # The rest of a message (settings it was generated with, timings) is on its own page,
+    # one click away: fifteen columns squeezed the text to a few letters a line.
     fields = readonly_fields
     ordering = ["created", "id"]
 

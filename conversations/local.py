@@ -400,7 +400,8 @@ def _generate(
             choice = piece["choices"][0]
             finish = choice.get("finish_reason") or finish
             if choice.get("text"):
-                push(("text", choice["text"]))
+                # With the usage so far: a reply stopped midway keeps its counts too.
+                push(("text", choice["text"], len(prompt), computed))
             if cancelled.is_set():
                 break
         with contextlib.suppress(Exception):
@@ -460,7 +461,13 @@ async def stream_chat(
             if kind == "phase":
                 yield Chunk(model=model, phase=event[1])
             elif kind == "text":
-                yield Chunk(model=model, text=event[1].replace("\x00", ""))
+                _, text, prompt_tokens, completion_tokens = event
+                yield Chunk(
+                    model=model,
+                    text=text.replace("\x00", ""),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                )
             elif kind == "end":
                 _, finish, prompt_tokens, completion_tokens = event
                 yield Chunk(

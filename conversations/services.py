@@ -80,15 +80,22 @@ def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Me
     now = timezone.now()
     temperature = conversation.temperature
     max_tokens = conversation.max_tokens
+    if max_tokens is None:
+        max_tokens = settings.CHAT_MAX_TOKENS or None
+    model = conversation.model or llm.default_model()
+    if max_tokens is None and llm.model_option(model).backend == "local":
+        # A small local model can ramble until its window is full, holding the only slot:
+        # without a limit of the user's, a local reply stops at LOCAL_MODEL_MAX_TOKENS.
+        max_tokens = settings.LOCAL_MODEL_MAX_TOKENS or None
     reply = Message.objects.create(
         conversation=conversation,
         parent_id=question_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
-        model=conversation.model or llm.default_model(),
+        model=model,
         system_prompt=conversation.system_prompt,
         temperature=settings.CHAT_TEMPERATURE if temperature is None else temperature,
-        max_tokens=(settings.CHAT_MAX_TOKENS or None) if max_tokens is None else max_tokens,
+        max_tokens=max_tokens,
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated=now, current=reply)
     conversation.updated = now

@@ -23,6 +23,8 @@ class IdConverter:
 register_converter(IdConverter, "id")
 
 urlpatterns = [
+    # Browsers ask for it on every page (the admin's too); ours are told where it is.
+    path("favicon.ico", views.favicon),
     path("", views.chat, name="chat"),
     path("send/", views.send, name="send_new"),
     path("conversations/", views.older_conversations, name="older_conversations"),

@@ -16,6 +16,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import escape
 from django.views import defaults
@@ -539,6 +540,12 @@ def help_models(request: Request) -> HttpResponse:
         "conversations/help.html",
         {"title": "Connecting a model", "text": selectors.readme_section("Connecting a model")},
     )
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on every page (the admin's too): point them at ours."""
+    return redirect(static("chatsite/favicon.svg"), permanent=True)
 
 
 # --- Accounts -----------------------------------------------------------------------

@@ -104,3 +104,31 @@ def test_cancelling_an_edit_restores_the_message(page, chromium, fake_openai):
     expect(page.get_by_role("textbox", name="Edit message")).to_have_count(0)
     expect(bodies(page)).to_have_text(["Keep this text", "Fine."])
     assert len(fake_openai.requests) == 1
+
+
+def test_switching_versions_by_keyboard_keeps_the_focus_in_place(page, chromium, fake_openai):
+    fake_openai.script(
+        Reply(tokens=["First", " answer."], delay=0.02),
+        Reply(tokens=["Second", " answer."], delay=0.02),
+    )
+    log_in(page)
+    composer(page).fill("Tell me a fact")
+    composer(page).press("Enter")
+    expect_complete(page, "First answer.")
+    page.get_by_role("button", name="Regenerate").focus()
+    page.keyboard.press("Enter")
+    expect_complete(page, "Second answer.")
+    # After Regenerate, focus stays on the reply (its version buttons), not the page body.
+    focused = "() => document.activeElement && document.activeElement.getAttribute('aria-label')"
+    expect(page.locator("#thread [data-role=assistant] .version-prev")).to_be_focused()
+    page.keyboard.press("Enter")  # Previous version: the first answer
+    expect(last_reply(page).locator(".msg-body")).to_have_text("First answer.")
+    # The same control is disabled now (the first version): its neighbour has the focus.
+    expect(page.locator("#thread [data-role=assistant] .version-next")).to_be_focused()
+    assert page.evaluate(focused) == "Next version"
+    page.keyboard.press("Enter")  # Next version: back to the second
+    expect(last_reply(page).locator(".msg-body")).to_have_text("Second answer.")
+    expect(
+        page.locator("#thread [data-role=assistant] .version-next:not([disabled])")
+    ).to_have_count(0)
+    expect(page.locator("#thread [data-role=assistant] .version-prev")).to_be_focused()

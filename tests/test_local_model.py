@@ -127,6 +127,9 @@ def test_stop_halts_the_computation_within_a_token_or_two(owner_client, local_ba
     assert reply.status == Message.Status.STOPPED
     assert reply.content  # the partial text is kept
     assert local.tokens_computed() - before < 2000
+    # The usage of what was written is kept too.
+    assert reply.prompt_tokens and reply.prompt_tokens > 5
+    assert reply.completion_tokens is not None and 0 < reply.completion_tokens < 2000
     # The model is free again: the next reply is generated, not stuck behind the stopped one.
     settings.CHAT_MAX_TOKENS = 4
     send(owner_client, "And now a short one.", Conversation.objects.get())
@@ -307,3 +310,16 @@ def test_the_settings_offer_the_local_model_beside_the_remote_ones(
     reply = finished(last_reply(), timeout=60)
     assert reply.model == BUNDLED and reply.status == Message.Status.COMPLETE
     assert fake_openai.requests == []
+
+
+def test_a_local_reply_has_a_length_limit_and_says_when_it_reached_it(
+    owner_client, local_backend, settings
+):
+    settings.CHAT_MAX_TOKENS = 0
+    settings.LOCAL_MODEL_MAX_TOKENS = 6
+    send(owner_client, "Write a very long story about a dragon and a castle.")
+    reply = finished(last_reply(), timeout=60)
+    assert reply.max_tokens == 6
+    assert reply.status == Message.Status.COMPLETE and reply.completion_tokens == 6
+    page = owner_client.get(reply.conversation.get_absolute_url()).content.decode()
+    assert "This reply stopped at its maximum length (6 tokens)." in page

@@ -201,3 +201,10 @@ def test_the_page_says_which_remote_model_and_server_answer(owner_client, fake_o
     assert "Model: <strong>fake-model</strong>" in html
     assert fake_openai.base_url.rstrip("/") in html
     assert "sk-test-key" not in html
+
+
+@pytest.mark.django_db
+def test_favicon_ico_points_at_the_app_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("chatsite/favicon.svg")

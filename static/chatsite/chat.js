@@ -96,3 +96,47 @@
     });
   });
 })();
+
+// Keyboard users keep their place: after a control inside a message (‹ ›, Regenerate, Stop,
+// an edit) swaps the thread, focus goes to the same control of the message now at that
+// place, else another of its version buttons, else the message itself.
+(function () {
+  "use strict";
+  var restore = null;
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt;
+    if (!(form instanceof HTMLFormElement) || !form.closest("#thread")) return;
+    var article = form.closest("article[data-message]");
+    if (!article) return;
+    var articles = Array.prototype.slice.call(document.querySelectorAll("#thread > article"));
+    var button = form.querySelector("button[type=submit]");
+    restore = { index: articles.indexOf(article), cls: button ? button.classList[0] : "" };
+  });
+
+  // A streamed reply is replaced whole when it ends: keep the focus of whoever is on it.
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    if (event.detail.type !== "done") return;
+    var focused = document.activeElement;
+    var article = focused && focused.closest ? focused.closest("#thread > article") : null;
+    if (!article) return;
+    var articles = Array.prototype.slice.call(document.querySelectorAll("#thread > article"));
+    restore = { index: articles.indexOf(article), cls: focused.classList[0] || "" };
+  });
+
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!restore || restore.index < 0) return;
+    var place = restore;
+    restore = null;
+    var articles = document.querySelectorAll("#thread > article");
+    var article = articles[Math.min(place.index, articles.length - 1)];
+    if (!article) return;
+    var target = (place.cls && article.querySelector("button." + place.cls + ":not([disabled])")) ||
+      article.querySelector(".versions button:not([disabled])");
+    if (!target) {
+      article.setAttribute("tabindex", "-1");
+      target = article;
+    }
+    target.focus();
+  });
+})();
