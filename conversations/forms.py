@@ -26,7 +26,6 @@ class MessageForm(forms.Form):
                 "rows": 1,
                 "placeholder": "Send a message",
                 "aria-label": "Message",
-                "autofocus": True,
             }
         ),
     )

@@ -132,3 +132,32 @@ def test_switching_versions_by_keyboard_keeps_the_focus_in_place(page, chromium,
         page.locator("#thread [data-role=assistant] .version-next:not([disabled])")
     ).to_have_count(0)
     expect(page.locator("#thread [data-role=assistant] .version-prev")).to_be_focused()
+
+
+def test_version_buttons_rest_while_a_reply_is_written(page, chromium, fake_openai):
+    fake_openai.script(
+        Reply(tokens=["First", " answer."], delay=0.02),
+        Reply(tokens=["Second", " answer", " comes", " slowly."], delay=0.5),
+    )
+    log_in(page)
+    composer(page).fill("Tell me a fact")
+    composer(page).press("Enter")
+    expect_complete(page, "First answer.")
+    page.get_by_role("button", name="Regenerate").click()
+    # While it streams, switching away would be refused by the server: the buttons say so.
+    expect(last_reply(page)).to_have_attribute("data-status", "streaming")
+    expect(page.locator("#thread .versions button.version-prev")).to_be_disabled()
+    expect_complete(page, "Second answer comes slowly.")
+    expect(page.locator("#thread .versions button.version-prev")).to_be_enabled()
+
+
+def test_the_message_box_takes_the_focus_on_a_desktop_but_not_on_a_phone(chromium):
+    desktop = chromium.new_context().new_page()
+    log_in(desktop)
+    desktop.goto("/")
+    expect(composer(desktop)).to_be_focused()
+    phone = chromium.new_context(viewport={"width": 375, "height": 740}).new_page()
+    log_in(phone)
+    phone.goto("/")
+    expect(composer(phone)).to_be_visible()
+    expect(composer(phone)).not_to_be_focused()

@@ -15,7 +15,27 @@
     form.dataset.busy = isBusy ? "true" : "false";
     var button = form.querySelector("button[type=submit]");
     if (button) button.disabled = isBusy;
+    // Switching versions or regenerating waits for the reply being written too (the server
+    // would refuse with 409): those buttons rest until it ends.
+    document.querySelectorAll("#thread .versions form button, #thread .msg-regenerate button").forEach(function (other) {
+      if (isBusy && !other.disabled) {
+        other.disabled = true;
+        other.dataset.busyDisabled = "true";
+      } else if (!isBusy && other.dataset.busyDisabled) {
+        other.disabled = false;
+        delete other.dataset.busyDisabled;
+      }
+    });
   }
+
+  // The message box takes the focus on a page load, except on a phone, where that would
+  // open the on-screen keyboard over the conversation.
+  document.addEventListener("DOMContentLoaded", function () {
+    var box = document.querySelector("#composer textarea");
+    if (box && window.matchMedia("(min-width: 721px)").matches && document.activeElement === document.body) {
+      box.focus();
+    }
+  });
 
   function scrollThread() {
     var thread = document.getElementById("thread");
