@@ -28,15 +28,20 @@ def bodies(tab):
     return tab.locator("#thread [data-role] .msg-body")
 
 
-def test_regenerate_then_switch_between_the_versions(page, chromium, fake_openai):
+def ask_for_a_fact(page, fake_openai, *second_tokens: str, delay: float = 0.05) -> None:
+    """Log in, ask a question, get "First answer."; the next reply (a regenerate) is scripted."""
     fake_openai.script(
         Reply(tokens=["First", " answer."], delay=0.02),
-        Reply(tokens=["Second", " answer."], delay=0.05),
+        Reply(tokens=list(second_tokens or ["Second", " answer."]), delay=delay),
     )
     log_in(page)
     composer(page).fill("Tell me a fact")
     composer(page).press("Enter")
     expect_complete(page, "First answer.")
+
+
+def test_regenerate_then_switch_between_the_versions(page, chromium, fake_openai):
+    ask_for_a_fact(page, fake_openai)
     mark_document(page)
 
     page.get_by_role("button", name="Regenerate").click()
@@ -107,14 +112,7 @@ def test_cancelling_an_edit_restores_the_message(page, chromium, fake_openai):
 
 
 def test_switching_versions_by_keyboard_keeps_the_focus_in_place(page, chromium, fake_openai):
-    fake_openai.script(
-        Reply(tokens=["First", " answer."], delay=0.02),
-        Reply(tokens=["Second", " answer."], delay=0.02),
-    )
-    log_in(page)
-    composer(page).fill("Tell me a fact")
-    composer(page).press("Enter")
-    expect_complete(page, "First answer.")
+    ask_for_a_fact(page, fake_openai, delay=0.02)
     page.get_by_role("button", name="Regenerate").focus()
     page.keyboard.press("Enter")
     expect_complete(page, "Second answer.")
@@ -135,14 +133,7 @@ def test_switching_versions_by_keyboard_keeps_the_focus_in_place(page, chromium,
 
 
 def test_version_buttons_rest_while_a_reply_is_written(page, chromium, fake_openai):
-    fake_openai.script(
-        Reply(tokens=["First", " answer."], delay=0.02),
-        Reply(tokens=["Second", " answer", " comes", " slowly."], delay=0.5),
-    )
-    log_in(page)
-    composer(page).fill("Tell me a fact")
-    composer(page).press("Enter")
-    expect_complete(page, "First answer.")
+    ask_for_a_fact(page, fake_openai, "Second", " answer", " comes", " slowly.", delay=0.5)
     page.get_by_role("button", name="Regenerate").click()
     # While it streams, switching away would be refused by the server: the buttons say so.
     expect(last_reply(page)).to_have_attribute("data-status", "streaming")

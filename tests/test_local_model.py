@@ -14,7 +14,6 @@ import re
 import time
 from pathlib import Path
 
-import httpx2
 import pytest
 from django.urls import reverse
 
@@ -24,7 +23,7 @@ from conversations.runner import runner
 from tests.factories import ConversationFactory
 from tests.fake_openai import Reply
 from tests.helpers import HTMX, finished, last_reply, log_events, send
-from tests.test_streaming import events, stream_url
+from tests.test_streaming import read_stream
 
 pytestmark = [pytest.mark.local_model, pytest.mark.django_db(transaction=True)]
 
@@ -48,15 +47,6 @@ def local_backend(settings):
     return local.model_info()
 
 
-def _http(asgi_server, django_client) -> httpx2.Client:
-    # CPU-bound replies on a busy 2-core machine: generous, but still bounded.
-    return httpx2.Client(
-        base_url=asgi_server.url,
-        cookies={"sessionid": django_client.cookies["sessionid"].value},
-        timeout=60,
-    )
-
-
 def _wait_for_text(reply: Message, timeout: float = 30) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,10 +62,7 @@ def test_it_answers_offline_streaming_to_the_page(asgi_server, owner_client, loc
     send(owner_client, "Say hello.")
     reply = last_reply()
     assert reply.model == BUNDLED
-    with _http(asgi_server, owner_client) as http:
-        with http.stream("GET", stream_url(reply)) as response:
-            assert response.status_code == 200
-            received = list(events(response))
+    received = read_stream(asgi_server, owner_client, reply, timeout=60)
     deltas = [data for name, data, _ in received if name == "delta"]
     assert deltas, received
     assert received[-1][0] == "done"
@@ -147,9 +134,7 @@ def test_a_second_reply_waits_in_the_queue_and_says_so(
     send(owner_client, "Tell me about the mountains.")  # another conversation
     second = last_reply()
     assert second.conversation_id != first.conversation_id
-    with _http(asgi_server, owner_client) as http:
-        with http.stream("GET", stream_url(second)) as response:
-            received = list(events(response))
+    received = read_stream(asgi_server, owner_client, second, timeout=60)
     phases = [data for name, data, _ in received if name == "phase"]
     assert phases and phases[0].startswith("Queued: the model is busy"), received
     assert "delta" in [name for name, _, _ in received]
@@ -166,9 +151,7 @@ def test_the_first_load_is_shown_as_loading_the_model(
     settings.LOCAL_MODEL_CONTEXT = 1536
     send(owner_client, "Hi!")
     reply = last_reply()
-    with _http(asgi_server, owner_client) as http:
-        with http.stream("GET", stream_url(reply)) as response:
-            received = list(events(response))
+    received = read_stream(asgi_server, owner_client, reply, timeout=60)
     phases = [data for name, data, _ in received if name == "phase"]
     assert phases and phases[0].startswith("Loading the model"), received
     assert finished(reply, timeout=60).status == Message.Status.COMPLETE

@@ -14,7 +14,7 @@ from conversations.rendering import render_markdown
 from tests.factories import ReplyFactory
 from tests.fake_openai import Reply
 from tests.helpers import finished, last_reply, send
-from tests.test_streaming import _http, events, stream_url
+from tests.test_streaming import read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,9 +73,7 @@ def test_render_events_show_an_unclosed_fence_as_a_code_block_that_ends_in_the_r
     fake_openai.script(Reply(tokens=FENCED, delay=0.2))
     send(owner_client, "Some code")
     reply = last_reply()
-    with _http(asgi_server, owner_client) as http:
-        with http.stream("GET", stream_url(reply)) as response:
-            received = list(events(response))
+    received = read_stream(asgi_server, owner_client, reply)
     full = "".join(FENCED)
     renders = renders_with_text(received)
     # Every render is the whole text so far (one SSE event, however many lines it has).
@@ -105,9 +103,7 @@ def test_render_events_are_throttled_and_only_for_new_text(asgi_server, owner_cl
     fake_openai.script(Reply(tokens=tokens, delay=0.03))
     send(owner_client, "Quickly")
     reply = last_reply()
-    with _http(asgi_server, owner_client) as http:
-        with http.stream("GET", stream_url(reply)) as response:
-            received = list(events(response))
+    received = read_stream(asgi_server, owner_client, reply)
     deltas = [data for event, data, _ in received if event == "delta"]
     renders = renders_with_text(received)
     streaming = renders[:-1]  # the last one is the one before `done`
@@ -135,9 +131,7 @@ def test_a_reply_followed_in_the_database_is_rendered_too(
     reply = ReplyFactory(
         conversation__owner=owner, content="Half:\n```js\nlet a", status=Message.Status.STREAMING
     )
-    with _http(asgi_server, owner_client) as http:
-        with http.stream("GET", stream_url(reply)) as response:
-            received = list(events(response))
+    received = read_stream(asgi_server, owner_client, reply)
     renders = renders_with_text(received)
     assert renders and all(data == render_markdown(text) for text, data, _ in renders)
     assert renders[0][0] == "Half:\n```js\nlet a"

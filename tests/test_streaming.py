@@ -22,12 +22,22 @@ from tests.helpers import HTMX, finished, last_reply, send
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _http(asgi_server, django_client) -> httpx2.Client:
+def _http(asgi_server, django_client, timeout: float = 10) -> httpx2.Client:
     return httpx2.Client(
         base_url=asgi_server.url,
         cookies={"sessionid": django_client.cookies["sessionid"].value},
-        timeout=10,
+        timeout=timeout,
     )
+
+
+def read_stream(
+    asgi_server, django_client, reply: Message, timeout: float = 10
+) -> list[tuple[str, str, float]]:
+    """Follow a reply's event stream to its end, as the page does: every event received."""
+    with _http(asgi_server, django_client, timeout) as http:
+        with http.stream("GET", stream_url(reply)) as response:
+            assert response.status_code == 200
+            return list(events(response))
 
 
 def events(response: httpx2.Response) -> Iterator[tuple[str, str, float]]:
