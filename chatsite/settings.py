@@ -169,6 +169,13 @@ LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=0)
 LOCAL_MODEL_CONCURRENCY = max(1, env.int("LOCAL_MODEL_CONCURRENCY", default=1))
 # Longest local reply when neither the conversation nor CHAT_MAX_TOKENS sets one (0: none).
 LOCAL_MODEL_MAX_TOKENS = env.int("LOCAL_MODEL_MAX_TOKENS", default=1024)
+# The model runs in a server process of its own, shared by all web workers of the machine;
+# it stays up this many seconds after the last web process using it has gone.
+LOCAL_MODEL_KEEP_ALIVE = env.float("LOCAL_MODEL_KEEP_ALIVE", default=10.0)
+# Where that server's Unix socket lives (empty: a private folder in the temp folder).
+LOCAL_MODEL_RUN_DIR = env.str("LOCAL_MODEL_RUN_DIR", default="")
+# The result of set-up's self-test of llama.cpp (empty: the one scripts/run writes in .venv).
+LOCAL_MODEL_SELFTEST_FILE = env.str("LOCAL_MODEL_SELFTEST_FILE", default="")
 
 # --- Generation defaults (each conversation can change them) -------------------
 # Empty: the model's own default.

