@@ -5,7 +5,7 @@
 Against a real uvicorn serving the app (one process, SQLite in a temp folder), with no
 API key, so the bundled SmolLM2-135M-Instruct answers through llama.cpp, it prints:
 
-1. the first load of the model (once per process);
+1. the first load of the model (once per machine, by the model server's engine process);
 2. per reply (sent over HTTP, read over SSE like a browser): time to first token as the
    browser sees it and as recorded, and generation speed in tokens per second;
 3. page time of a chat page (200 messages, 100 in the sidebar) and of the admin's
@@ -45,7 +45,7 @@ configure(
 
 import httpx2  # noqa: E402
 
-from conversations import llm, local  # noqa: E402
+from conversations import llm, local, local_engine  # noqa: E402
 from conversations.models import Message  # noqa: E402
 from conversations.runner import runner  # noqa: E402
 from tests.servers import LiveASGIServer  # noqa: E402
@@ -100,7 +100,7 @@ def main() -> None:
         http = login(server.url)
         info = local.model_info()
         assert info is not None, "the local model is not installed (scripts/run installs it)"
-        threads = args.threads or local.default_threads()
+        threads = args.threads or local_engine.default_threads()
         print(
             f"local model benchmark: {info.label}, {os.cpu_count()} cores, {threads} thread(s) "
             f"per generation, replies of up to {args.max_tokens} tokens, uvicorn, SQLite"
@@ -161,11 +161,7 @@ def main() -> None:
 
 
 def local_load_seconds() -> float:
-    for pool in local._pools.values():
-        for slot in pool.free:
-            if slot.engine is not None:
-                return slot.engine.load_seconds
-    return float("nan")
+    return float(local.server_info().get("load_seconds", "nan"))
 
 
 def during_generation(base: str, big_url: str, admin_url: str) -> tuple[list[float], list[float]]:

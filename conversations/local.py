@@ -188,6 +188,12 @@ class _Config:
         if not settings.LOCAL_MODEL_RUN_DIR:
             folder = folder / f"chatsite-{os.getuid()}"
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        owner = folder.stat()
+        if not settings.LOCAL_MODEL_RUN_DIR and (
+            owner.st_uid != os.getuid() or owner.st_mode & 0o077
+        ):
+            # Someone else made it: their "model server" could read every conversation.
+            raise ServerUnavailable(f"{folder} belongs to another user or is open to others")
         return folder / f"llm-{self.key}.sock"
 
 

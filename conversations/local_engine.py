@@ -14,7 +14,8 @@ on stdin/stdout, each message tagged with the request's `id`:
          {"id": 1, "ev": "too_long", "size": 5000, "window": 4096}
          {"id": 1, "ev": "error", "message": "ValueError: …"}
          {"id": 2, "ev": "count", "tokens": 42, "window": 4096}
-         {"id": 3, "ev": "info", "pid": 123, "loads": 1, "tokens_computed": 900, "window": 4096}
+         {"id": 3, "ev": "info", "pid": 123, "loads": 1, "load_seconds": 0.2,
+          "tokens_computed": 900, "window": 4096}
 
 Native code can crash (a CPU whose advertised instructions fault, a broken file, memory
 running out): that ends this process only. `python -m conversations.local_engine selftest`
@@ -161,6 +162,7 @@ class Engine:
         self._tokenizer: Model | None = None
         self._cancelled: dict[int, threading.Event] = {}
         self.loads = 0
+        self.load_seconds = 0.0
         self.tokens_computed = 0
         self.window = config.context
 
@@ -207,6 +209,7 @@ class Engine:
                 "ev": "info",
                 "pid": os.getpid(),
                 "loads": self.loads,
+                "load_seconds": self.load_seconds,
                 "tokens_computed": self.tokens_computed,
                 "window": self.window,
             }
@@ -217,7 +220,9 @@ class Engine:
         try:
             if model is None:
                 self.send({"id": rid, "ev": "loading"})
+                started = time.monotonic()
                 model = Model(self.config)
+                self.load_seconds = round(time.monotonic() - started, 3)
                 self.loads += 1
                 self.window = int(model.llama.n_ctx())
             if not cancelled.is_set():
