@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from conversations.generation.runner import runner
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import configure, csrf, login, page_times, percentiles, seed
 
@@ -33,7 +35,6 @@ import httpx2  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from conversations.models import Message  # noqa: E402
-from conversations.runner import runner  # noqa: E402
 from tests.fake_openai import FakeOpenAI, Reply  # noqa: E402
 from tests.servers import LiveASGIServer  # noqa: E402
 

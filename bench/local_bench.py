@@ -25,6 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+from conversations.generation.runner import runner
+from conversations.llm import registry as llm
+from conversations.llm.backends import local, local_engine
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import configure, csrf, login, page_times, percentiles, seed
 
@@ -45,9 +49,7 @@ configure(
 
 import httpx2  # noqa: E402
 
-from conversations import llm, local, local_engine  # noqa: E402
 from conversations.models import Message  # noqa: E402
-from conversations.runner import runner  # noqa: E402
 from tests.servers import LiveASGIServer  # noqa: E402
 
 PROMPTS = [

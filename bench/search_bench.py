@@ -4,7 +4,7 @@
 
 Creates one user with --messages messages (in conversations of 50) and other users with
 --noise messages of the same vocabulary, in a fresh SQLite database in a temp folder,
-then times `selectors.search` (the query the results page runs) for a few queries: a
+then times `fulltext.search` (the query the results page runs) for a few queries: a
 rare word, a common word, two words, a prefix, a word only other users have.
 """
 
@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from conversations.history import search as fulltext
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import configure
 
@@ -25,7 +27,6 @@ configure()
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import transaction  # noqa: E402
 
-from conversations import selectors  # noqa: E402
 from conversations.models import Conversation, Message  # noqa: E402
 
 WORDS = [
@@ -121,7 +122,7 @@ def main() -> None:
         samples = []
         for _ in range(args.runs):
             t = time.perf_counter()
-            results = selectors.search(user=alice, query=query, page=page)
+            results = fulltext.search(user=alice, query=query, page=page)
             samples.append(time.perf_counter() - t)
         print(
             f"{label:32s} {percentiles(samples)}   "

@@ -9,4 +9,4 @@ urlpatterns = [
     path("", include("conversations.urls")),
 ]
 
-handler400 = "conversations.views.bad_request"
+handler400 = "conversations.web.pages.bad_request"

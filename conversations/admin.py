@@ -19,9 +19,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator, smart_split, unescape_string_literal
 
-from . import importer, transfer
-from .forms import AdminImportForm
-from .models import Conversation, ImportJob, Message
+from conversations.forms import AdminImportForm
+from conversations.models import Conversation, ImportJob, Message
+from conversations.transfer import jobs
+from conversations.web import transfer as web_transfer
 
 # Texts longer than this are folded into a <details> element showing the start.
 FOLD_CHARS = 300
@@ -194,12 +195,12 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         if request.method == "POST":
             if form.is_valid():
                 try:
-                    job = importer.import_job_create(
+                    job = jobs.import_job_create(
                         owner=form.cleaned_data["username"],
                         upload=form.cleaned_data["file"],
                         requested_by=request.user,  # type: ignore[arg-type]
                     )
-                except importer.ImportRefused as exc:
+                except jobs.ImportRefused as exc:
                     form.add_error("file", str(exc))
                 else:
                     return redirect("admin:conversations_conversation_import_job", job.pk)
@@ -216,7 +217,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     def import_job_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
         """Progress of an import, then its report (reloads itself while it runs)."""
         self._check_import_permission(request)
-        importer.import_jobs_expire()
+        jobs.import_jobs_expire()
         job = get_object_or_404(ImportJob.objects.select_related("owner"), pk=job_id)
         context = {
             **self.admin_site.each_context(request),
@@ -231,7 +232,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     ) -> StreamingHttpResponse:
         # The changelist's queryset carries its message counts; exports need only the rows.
         selected = Conversation.objects.filter(pk__in=queryset.values("pk"))
-        return transfer.export_response(selected, fmt=fmt, request=request)
+        return web_transfer.export_response(selected, fmt=fmt, request=request)
 
     @admin.action(description="Export selected conversations as JSON", permissions=["view"])
     def export_json(

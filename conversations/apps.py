@@ -1,6 +1,20 @@
+from __future__ import annotations
+
+import atexit
+
 from django.apps import AppConfig
 
 
 class ConversationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "conversations"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 (registers the system checks)
+        from .chat import titles
+        from .generation import lifecycle
+
+        # A reply that ends complete gets its conversation an automatic title.
+        lifecycle.on_complete(titles.schedule_for)
+        # Replies still being written when the process exits are saved as interrupted.
+        atexit.register(lifecycle.interrupt_live_at_exit)

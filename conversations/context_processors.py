@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
-from . import llm
+from conversations.llm import registry as llm
 
 
 def chat(request: HttpRequest) -> dict[str, Any]:

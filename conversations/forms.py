@@ -7,8 +7,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.validators import MaxLengthValidator
 
-from . import llm
-from .services import ConversationSettings
+from conversations.llm import registry as llm
+from conversations.options import ConversationSettings
 
 if TYPE_CHECKING:
     from .models import Conversation

@@ -46,6 +46,6 @@ ensure_local_model() {
   echo "==> Self-test: loading the local model in a child process and generating a few tokens"
   # A failure is reported (in plain words, by the self-test) but does not stop set-up: the
   # app then starts with the local model turned off and a banner that says why.
-  .venv/bin/python -m conversations.local_engine selftest || true
+  .venv/bin/python -m conversations.llm.backends.local_engine selftest || true
   echo "$digest" > "$stamp"
 }

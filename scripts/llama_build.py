@@ -49,7 +49,7 @@ X86_BASELINE = (
     "-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 )
 OTHER = "-DGGML_NATIVE=OFF"
-# Where the installed build's key is kept (conversations/local_engine.py reads it).
+# Where the installed build's key is kept (conversations/llm/backends/local_engine.py reads it).
 MARKER = Path(sys.prefix) / "chatsite-llama-build.txt"
 
 

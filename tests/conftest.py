@@ -6,8 +6,9 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
-from conversations import llm, local
-from conversations.runner import runner
+from conversations.generation.runner import runner
+from conversations.llm.backends import local
+from conversations.llm.backends import openai as openai_backend
 from tests.factories import PASSWORD, UserFactory
 from tests.servers import LiveASGIServer
 
@@ -72,7 +73,7 @@ def _fake_openai_server():
 def fake_openai(_fake_openai_server, settings):
     """A real OpenAI-compatible server on 127.0.0.1, scripted per test; the app points at it."""
     _fake_openai_server.reset()
-    llm._NO_STREAM_OPTIONS.clear()
+    openai_backend._NO_STREAM_OPTIONS.clear()
     settings.OPENAI_BASE_URL = _fake_openai_server.base_url
     settings.OPENAI_API_KEY = "sk-test-key-never-sent-anywhere-but-loopback"
     yield _fake_openai_server

@@ -6,8 +6,8 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations.chatlog import parse_line
+from conversations.generation.runner import runner
 from conversations.models import Conversation, Message
-from conversations.runner import runner
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

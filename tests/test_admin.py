@@ -17,8 +17,8 @@ from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import transfer
 from conversations.models import Conversation, Message
+from conversations.transfer import export as transfer_export
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory, UserFactory
 
 CHANGELIST = "admin:conversations_conversation_changelist"
@@ -368,7 +368,7 @@ def test_csv_export_has_one_row_per_message_with_multiline_text_intact(staff_cli
     assert FILENAME.match(response["Content-Disposition"]).group(1) == "csv"
     rows = list(csv.DictReader(io.StringIO(body(response), newline="")))
     assert len(rows) == 3 + 4
-    assert list(rows[0]) == transfer.CSV_COLUMNS
+    assert list(rows[0]) == transfer_export.CSV_COLUMNS
     soup = [r for r in rows if r["conversation_id"] == str(conversation.pk)]
     assert [r["message_id"] for r in soup] == [str(m.pk) for m in messages]
     question, answer, retry = soup
@@ -421,7 +421,7 @@ def test_markdown_export_is_a_readable_transcript(staff_client, thread):
 def test_export_queries_grow_per_batch_not_per_conversation(
     staff_client, owner, monkeypatch, fmt, django_assert_max_num_queries
 ):
-    monkeypatch.setattr(transfer, "BATCH_SIZE", 10)
+    monkeypatch.setattr(transfer_export, "BATCH_SIZE", 10)
     conversations = [make_conversation(owner, pairs=2) for _ in range(45)]
 
     with django_assert_max_num_queries(MAX_PAGE_QUERIES):

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from conversations import selectors
+from conversations.generation import context as gen_context
 from conversations.models import Conversation, Message
 from tests.factories import MessageFactory, ReplyFactory
 from tests.fake_openai import Reply
@@ -268,7 +268,7 @@ def test_the_context_never_holds_error_text_nor_what_came_after(owner):
         conversation=q1.conversation, parent=q2, status="pending", system_prompt="Sys"
     )
     MessageFactory(conversation=q1.conversation, parent=target, content="After")
-    assert selectors.model_context(reply=target) == [
+    assert gen_context.model_context(reply=target) == [
         {"role": "system", "content": "Sys"},
         {"role": "user", "content": "Q1"},
         {"role": "user", "content": "Q2"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conversations.runner import runner
+from conversations.generation.runner import runner
 from tests import test_browser as base
 from tests.test_browser import composer, expect, last_reply, log_in
 

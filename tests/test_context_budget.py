@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conversations import llm, selectors
+from conversations.generation import context as gen_context
+from conversations.llm import context as llm_context
+from conversations.llm import registry as llm
 from conversations.models import Message
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 from tests.fake_openai import Reply
@@ -75,12 +77,12 @@ def test_the_maximum_reply_length_is_kept_free(owner, small_window):
     Message.objects.filter(pk=tight.pk).update(max_tokens=180)
     tight.refresh_from_db()
     # 100 tokens kept for the reply: 300 for the prompt; 180 kept: only 220.
-    assert selectors.prompt_budget(model="fake-model", max_tokens=None) == 300
-    assert selectors.prompt_budget(model="fake-model", max_tokens=180) == 220
+    assert llm_context.prompt_budget(model="fake-model", max_tokens=None) == 300
+    assert llm_context.prompt_budget(model="fake-model", max_tokens=180) == 220
     # A maximum past half the window still leaves half of it for the prompt.
-    assert selectors.prompt_budget(model="fake-model", max_tokens=32768) == 200
-    assert selectors.reply_context(reply=roomy).omitted == 0
-    assert selectors.reply_context(reply=tight).omitted == 2
+    assert llm_context.prompt_budget(model="fake-model", max_tokens=32768) == 200
+    assert gen_context.reply_context(reply=roomy).omitted == 0
+    assert gen_context.reply_context(reply=tight).omitted == 2
 
 
 def test_a_question_too_long_for_the_window_is_cut_from_its_start(
@@ -96,7 +98,7 @@ def test_a_question_too_long_for_the_window_is_cut_from_its_start(
     sent = fake_openai.requests[-1]["messages"]
     assert sent[0]["role"] == "system"
     assert len(sent) == 2
-    assert sent[1]["content"].startswith(selectors.TRUNCATED_NOTE)
+    assert sent[1]["content"].startswith(llm_context.TRUNCATED_NOTE)
     assert sent[1]["content"].endswith(" END")
     assert "START" not in sent[1]["content"]
     assert llm.count_tokens(sent, model="fake-model") <= 300
@@ -112,10 +114,10 @@ def test_per_model_windows_are_used(owner, settings):
     reply = ReplyFactory(
         conversation=conversation, parent=question, status="pending", model="big-model"
     )
-    assert selectors.reply_context(reply=reply).omitted == 0
+    assert gen_context.reply_context(reply=reply).omitted == 0
     Message.objects.filter(pk=reply.pk).update(model="fake-model")
     reply.refresh_from_db()
-    assert selectors.reply_context(reply=reply).omitted == 4
+    assert gen_context.reply_context(reply=reply).omitted == 4
 
 
 def test_a_context_length_error_from_the_server_is_shown_inline(owner_client, fake_openai):

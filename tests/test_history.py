@@ -12,9 +12,11 @@ from django.conf import settings as django_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import selectors, services, views
+from conversations.chat import titles
+from conversations.generation.runner import runner
+from conversations.history import sidebar
 from conversations.models import Conversation, Message
-from conversations.runner import runner
+from conversations.web.chat import render_message
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 from tests.fake_openai import Reply
 from tests.helpers import HTMX, finished, last_reply, log_events, send
@@ -313,7 +315,7 @@ def test_the_finished_first_reply_asks_the_page_to_fetch_the_new_title(
     first = conversation.messages.get(role=Message.Role.ASSISTANT)
     title_url = reverse("conversation_title", args=[conversation.pk])
     # The `done` event carries the reply's final HTML: for the first reply it fetches the title.
-    assert f'hx-get="{title_url}" hx-trigger="load"' in views.render_message(first.pk)
+    assert f'hx-get="{title_url}" hx-trigger="load"' in render_message(first.pk)
     response = owner_client.get(title_url, **HTMX)
     assert response.status_code == 200
     assert json.loads(response["HX-Trigger"]) == {
@@ -323,7 +325,7 @@ def test_the_finished_first_reply_asks_the_page_to_fetch_the_new_title(
     fake_openai.script(Reply(tokens=["More."]))
     send(owner_client, "More?", conversation)
     second = finished(last_reply())
-    assert "title-poll" not in views.render_message(second.pk)
+    assert "title-poll" not in render_message(second.pk)
 
 
 @pytest.mark.django_db
@@ -346,7 +348,7 @@ def test_a_stranger_cannot_read_my_title(stranger_client, owner):
     ],
 )
 def test_a_model_answer_is_cleaned_into_a_title(answer, title):
-    assert services.clean_title(answer) == title
+    assert titles.clean_title(answer) == title
 
 
 # --- Sidebar: recency groups and pages -----------------------------------------------------
@@ -370,7 +372,7 @@ def test_the_sidebar_groups_conversations_by_recency(owner, settings):
     for title, age in ages.items():
         c = ConversationFactory(owner=owner, title=title)
         Conversation.objects.filter(pk=c.pk).update(updated=NOW - age)
-    page = selectors.conversation_list(user=owner, now=NOW)
+    page = sidebar.conversation_list(user=owner, now=NOW)
     entries = [(heading, c.title) for heading, c in page.entries()]
     assert entries == [
         ("Today", "just now"),
@@ -390,9 +392,9 @@ def test_the_groups_follow_the_sites_time_zone(owner, settings):
     c = ConversationFactory(owner=owner)
     # 02:00 UTC on the 15th is 22:00 on the 14th in New York, where it is now 08:00 on the 15th.
     Conversation.objects.filter(pk=c.pk).update(updated=datetime(2026, 3, 15, 2, 0, tzinfo=UTC))
-    assert selectors.conversation_list(user=owner, now=NOW).entries()[0][0] == "Yesterday"
+    assert sidebar.conversation_list(user=owner, now=NOW).entries()[0][0] == "Yesterday"
     settings.TIME_ZONE = "UTC"
-    assert selectors.conversation_list(user=owner, now=NOW).entries()[0][0] == "Today"
+    assert sidebar.conversation_list(user=owner, now=NOW).entries()[0][0] == "Today"
 
 
 def _headings(html: str) -> list[str]:
@@ -462,8 +464,8 @@ def test_a_date_at_the_ends_of_the_calendar_never_breaks_the_sidebar(
     settings.TIME_ZONE = zone  # local time of these dates would be past year 9999 / before 1
     c = ConversationFactory(owner=owner, title="Out of range")
     Conversation.objects.filter(pk=c.pk).update(updated=updated)
-    assert selectors.recency_group(updated, today=NOW.date()) == group
-    assert selectors.conversation_list(user=owner, now=NOW).entries()[0][0] == group
+    assert sidebar.recency_group(updated, today=NOW.date()) == group
+    assert sidebar.conversation_list(user=owner, now=NOW).entries()[0][0] == group
     for url in ("/", c.get_absolute_url()):
         response = owner_client.get(url)
         assert response.status_code == 200

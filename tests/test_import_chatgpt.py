@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conversations import chatgpt, importer, jsonstream
-from conversations.importer import ImportRefused, file_import
-from conversations.jsonstream import JSONStream, JSONStreamError
 from conversations.models import Conversation, Message
+from conversations.transfer import chatgpt, jobs
+from conversations.transfer import jsonstream as jsonstream_module
+from conversations.transfer.jobs import ImportRefused, file_import
+from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
 from tests.chatgpt_export import ChatGPTConversation, dumps, simple, text, zipped
 from tests.helpers import log_events
 
@@ -368,7 +369,7 @@ def test_a_broken_file_keeps_what_was_imported_before_the_break(owner, tmp_path)
 
 
 def test_progress_is_reported_as_the_file_is_read(owner, tmp_path, monkeypatch):
-    monkeypatch.setattr(jsonstream, "CHUNK_SIZE", 4096)
+    monkeypatch.setattr(jsonstream_module, "CHUNK_SIZE", 4096)
     entries = [simple(f"Conversation {i}", turns=3) for i in range(30)]
     path = write(tmp_path, dumps(entries))
     seen = []
@@ -444,7 +445,7 @@ def test_the_parser_streams_the_conversations_of_an_object():
     stream = JSONStream(io.BytesIO(data), chunk_size=3)
     seen = {}
     for key, value in stream.object_members(stream=frozenset({"conversations"})):
-        seen[key] = list(value.items()) if isinstance(value, jsonstream.StreamArray) else value
+        seen[key] = list(value.items()) if isinstance(value, StreamArray) else value
     assert seen == {"format": "x", "conversations": [1, {"b": 2}], "after": [3]}
 
 
@@ -464,6 +465,6 @@ def test_a_syntax_error_is_found_without_reading_the_rest_of_the_file():
 
 def test_inspecting_an_upload_reads_only_the_zip_directory(tmp_path):
     data = zipped({"conversations-000.json": b"[]", "conversations-001.json": b"[]"})
-    upload = importer.upload_inspect(write(tmp_path, data))
+    upload = jobs.upload_inspect(write(tmp_path, data))
     assert upload.is_zip
     assert upload.members == ["conversations-000.json", "conversations-001.json"]

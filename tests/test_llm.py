@@ -6,20 +6,22 @@ import asyncio
 
 import pytest
 
-from conversations import llm
+from conversations.llm import registry as llm
+from conversations.llm.backends import openai as openai_backend
+from conversations.llm.base import BadCredentials, BadRequest, Chunk, NotConfigured
 from tests.fake_openai import Reply
 
 
-async def _collect(**kwargs) -> list[llm.Chunk]:
+async def _collect(**kwargs) -> list[Chunk]:
     return [chunk async for chunk in llm.stream_chat(**kwargs)]
 
 
 def test_it_shares_one_http_client_per_event_loop(fake_openai):
     async def two_calls():
         await _collect(messages=[{"role": "user", "content": "a"}], model="m")
-        first = llm._http_client()
+        first = openai_backend._http_client()
         await _collect(messages=[{"role": "user", "content": "b"}], model="m")
-        return first, llm._http_client()
+        return first, openai_backend._http_client()
 
     loop_a = asyncio.new_event_loop()
     loop_b = asyncio.new_event_loop()
@@ -49,7 +51,7 @@ def test_without_key_or_base_url_it_says_not_configured(settings):
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
     assert not llm.is_configured()
-    with pytest.raises(llm.NotConfigured, match="No language model is configured"):
+    with pytest.raises(NotConfigured, match="No language model is configured"):
         asyncio.run(_collect(messages=[], model="m"))
 
 
@@ -71,7 +73,7 @@ def test_a_rate_limit_is_retried_when_retries_are_on(settings, fake_openai):
 
 def test_the_providers_auth_message_is_not_passed_on(fake_openai):
     fake_openai.script(Reply(status=401))
-    with pytest.raises(llm.BadCredentials) as info:
+    with pytest.raises(BadCredentials) as info:
         asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))
     assert "sk-" not in info.value.user_message
     assert "OPENAI_API_KEY" in info.value.user_message
@@ -90,12 +92,12 @@ def test_a_server_that_rejects_stream_options_is_asked_again_without(fake_openai
 
 def test_other_bad_requests_are_not_repeated(fake_openai):
     fake_openai.script(Reply(status=400, error_message="maximum context length exceeded"))
-    with pytest.raises(llm.BadRequest, match="maximum context length"):
+    with pytest.raises(BadRequest, match="maximum context length"):
         asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))
     assert len(fake_openai.requests) == 1
 
 
 def test_a_malformed_base_url_is_explained(settings):
     settings.OPENAI_BASE_URL = "http://127.0.0.1:abc/v1"
-    with pytest.raises(llm.NotConfigured, match="OPENAI_BASE_URL is not a valid URL"):
+    with pytest.raises(NotConfigured, match="OPENAI_BASE_URL is not a valid URL"):
         asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))

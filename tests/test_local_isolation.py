@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conversations import local
+from conversations.llm.backends import local
 from conversations.models import Conversation, Message
 from tests.helpers import finished, last_reply, log_events, send, wait_for_text
 from tests.test_streaming import _http, read_stream
@@ -134,7 +134,7 @@ def test_the_web_process_never_loads_llama_cpp(owner_client, local_backend, sett
 WORKER = """
 import json, sys, asyncio, django
 django.setup()
-from conversations import local
+from conversations.llm.backends import local
 
 async def main(max_tokens):
     async for chunk in local.stream_chat(

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from conversations import llm, local
+from conversations.generation.runner import runner
+from conversations.llm import registry as llm
+from conversations.llm.backends import local
+from conversations.llm.base import LLMError
 from conversations.models import Conversation, Message
-from conversations.runner import runner
 from tests.factories import ConversationFactory
 from tests.fake_openai import Reply
 from tests.helpers import HTMX, finished, last_reply, log_events, send, wait_for_text
@@ -167,7 +169,7 @@ def test_a_prompt_longer_than_the_window_is_a_readable_error(local_backend, sett
         async for _ in llm.stream_chat(messages=messages, model=BUNDLED, max_tokens=4):
             pass
 
-    with pytest.raises(llm.LLMError, match="does not fit the local model's context window"):
+    with pytest.raises(LLMError, match="does not fit the local model's context window"):
         asyncio.run(ask())
 
 

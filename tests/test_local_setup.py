@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from conversations import llm, local, local_engine
+from conversations.llm import registry as llm
+from conversations.llm.backends import local, local_engine
 from conversations.models import Message
 from tests.helpers import finished, last_reply, send
 
@@ -223,7 +224,7 @@ def test_changed_flags_rebuild_and_a_native_wheel_in_pips_cache_is_never_used(bu
 
 
 def _selftest(model: Path, result: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "conversations.local_engine", "selftest"]
+    command = [sys.executable, "-m", "conversations.llm.backends.local_engine", "selftest"]
     command += ["--model", str(model), "--result", str(result), "--timeout", "60"]
     return subprocess.run(
         command,
@@ -258,10 +259,11 @@ def test_a_model_file_that_makes_the_child_fail_is_reported_in_plain_words(tmp_p
 
 
 def test_a_llama_cpp_that_crashes_is_reported_with_its_signal(tmp_path):
-    # A llama_cpp whose import dies of SIGSEGV, as a build that faults on this CPU does.
+    # A llama_cpp whose import faults in native code (it reads address 0), as a build
+    # that uses an instruction this CPU cannot run does.
     fake = tmp_path / "crashing" / "llama_cpp"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    (fake / "__init__.py").write_text("import ctypes\nctypes.string_at(0)\n")
     model = tmp_path / "model.gguf"
     model.write_bytes(b"GGUF")
     result = tmp_path / "selftest.json"

@@ -13,9 +13,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import services
+from conversations.generation import lifecycle
+from conversations.generation.runner import runner
 from conversations.models import Conversation, Message
-from conversations.runner import runner
 from tests.factories import PASSWORD, MessageFactory, ReplyFactory
 from tests.fake_openai import Reply
 from tests.helpers import HTMX, finished, last_reply, log_events, send
@@ -25,8 +25,8 @@ KEY = "sk-test-key-never-sent-anywhere-but-loopback"
 
 
 def _fail_first(monkeypatch, name: str, times: int = 1) -> list[int]:
-    """Make services.<name> raise OperationalError on its first `times` calls."""
-    real = getattr(services, name)
+    """Make lifecycle.<name> raise OperationalError on its first `times` calls."""
+    real = getattr(lifecycle, name)
     calls: list[int] = []
 
     def flaky(*args, **kwargs):
@@ -35,7 +35,7 @@ def _fail_first(monkeypatch, name: str, times: int = 1) -> list[int]:
             raise OperationalError("database is locked (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(services, name, flaky)
+    monkeypatch.setattr(lifecycle, name, flaky)
     return calls
 
 
@@ -163,7 +163,7 @@ def test_an_unanswered_stop_request_ends_the_reply_after_waiting(owner):
     """Recent progress, but no process answers the stop request: ended after `wait`."""
     reply = ReplyFactory(conversation__owner=owner, content="Quiet", status="streaming")
     started = time.monotonic()
-    reply = services.reply_stop(reply=reply, wait=0.3)
+    reply = lifecycle.reply_stop(reply=reply, wait=0.3)
     assert 0.3 <= time.monotonic() - started < 2
     assert reply.status == Message.Status.STOPPED
     assert reply.content == "Quiet"

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from conversations import selectors
+from conversations.history import search as fulltext
 from conversations.models import Conversation, Message
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 
@@ -71,7 +71,7 @@ def test_search_never_shows_another_users_conversations(owner_client, owner, str
         f"{mine.conversation.get_absolute_url()}?m={mine.pk}#m-{mine.pk}"
     ]
     assert "Nothing found" in _search(owner_client, "swordfish").content.decode()
-    page = selectors.search(user=owner, query="plans password swordfish")
+    page = fulltext.search(user=owner, query="plans password swordfish")
     assert page.conversations == [] and page.messages == []
 
 
@@ -179,23 +179,23 @@ def test_the_index_follows_edits_and_deletions(owner, owner_client):
     conversation = message.conversation
     conversation.title = "renamed heading"
     conversation.save()
-    assert selectors.search(user=owner, query="before").messages == []
-    assert [h.message_id for h in selectors.search(user=owner, query="after").messages] == [
+    assert fulltext.search(user=owner, query="before").messages == []
+    assert [h.message_id for h in fulltext.search(user=owner, query="after").messages] == [
         message.pk
     ]
     assert [
-        h.conversation_id for h in selectors.search(user=owner, query="heading").conversations
+        h.conversation_id for h in fulltext.search(user=owner, query="heading").conversations
     ] == [conversation.pk]
     conversation.delete()
-    assert selectors.search(user=owner, query="after").messages == []
-    assert selectors.search(user=owner, query="heading").conversations == []
+    assert fulltext.search(user=owner, query="after").messages == []
+    assert fulltext.search(user=owner, query="heading").conversations == []
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="FTS5 is SQLite's")
 def test_the_query_is_escaped_for_fts5():
-    assert selectors.fts5_query('say "hi" AND -x') == '"say" """hi""" "AND" "-x"*'
-    assert selectors.fts5_query("trailing space ") == '"trailing" "space"'
-    assert selectors.fts5_query("- * :") == ""
+    assert fulltext.fts5_query('say "hi" AND -x') == '"say" """hi""" "AND" "-x"*'
+    assert fulltext.fts5_query("trailing space ") == '"trailing" "space"'
+    assert fulltext.fts5_query("- * :") == ""
 
 
 def test_the_sidebar_has_a_search_box(owner_client):
@@ -218,12 +218,12 @@ def test_control_characters_in_a_query_are_dropped_not_an_error(owner_client, ow
 
 def test_control_characters_never_reach_either_full_text_query():
     # Removed, except whitespace ones (tab, vertical tab...), which still separate words.
-    assert selectors.search_terms("\x00abc de\x07f\x0bg") == ["abc", "def", "g"]
-    assert selectors.fts5_query("\x00abc") == '"abc"*'
+    assert fulltext.search_terms("\x00abc de\x07f\x0bg") == ["abc", "def", "g"]
+    assert fulltext.fts5_query("\x00abc") == '"abc"*'
     # PostgreSQL: the tsquery text `_search_postgresql` sends (psycopg refuses NUL bytes).
-    assert selectors.postgresql_tsquery("\x00abc de\x00") == "'abc' & 'de':*"
-    assert selectors.postgresql_tsquery("\x00abc d") == "'abc' & 'd':*"
-    assert selectors.postgresql_tsquery("\x00\x01") == ""
+    assert fulltext.postgresql_tsquery("\x00abc de\x00") == "'abc' & 'de':*"
+    assert fulltext.postgresql_tsquery("\x00abc d") == "'abc' & 'd':*"
+    assert fulltext.postgresql_tsquery("\x00\x01") == ""
 
 
 def test_results_with_dates_at_the_ends_of_the_calendar_are_shown(owner_client, owner, settings):

@@ -12,9 +12,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError
 
-from conversations import transfer
 from conversations.models import Conversation, Message
-from conversations.transfer import ImportFormatError, conversations_import_json
+from conversations.transfer import export
+from conversations.transfer.chatsite import conversations_import_json
+from conversations.transfer.results import ImportFormatError
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory, UserFactory
 
 MESSAGE_FIELDS = [
@@ -36,7 +37,7 @@ START = datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
 
 def exported(queryset=None) -> dict:
-    return json.loads("".join(transfer.export_json(queryset or Conversation.objects.all())))
+    return json.loads("".join(export.export_json(queryset or Conversation.objects.all())))
 
 
 def thread_of(conversation: Conversation) -> list[Message]:
@@ -148,7 +149,7 @@ def test_messages_with_equal_timestamps_keep_their_order(owner, stranger):
 
 
 def test_it_accepts_a_dict_json_text_bytes_or_a_file(history, stranger):
-    text = "".join(transfer.export_json(Conversation.objects.all()))
+    text = "".join(export.export_json(Conversation.objects.all()))
     targets = [UserFactory() for _ in range(4)]
 
     for data, target in zip(
@@ -293,7 +294,7 @@ def test_it_refuses_data_that_is_not_a_chatsite_export(db, data, complaint):
 # --- Export batching ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("exporter", [transfer.export_json, transfer.export_csv])
+@pytest.mark.parametrize("exporter", [export.export_json, export.export_csv])
 def test_exports_fetch_messages_per_batch_not_per_conversation(
     owner, exporter, django_assert_num_queries
 ):
@@ -313,7 +314,7 @@ def test_exports_fetch_messages_per_batch_not_per_conversation(
 @pytest.fixture
 def export_file(history, tmp_path):
     path = tmp_path / "export.json"
-    path.write_text("".join(transfer.export_json(Conversation.objects.all())), encoding="utf-8")
+    path.write_text("".join(export.export_json(Conversation.objects.all())), encoding="utf-8")
     return path
 
 
@@ -379,5 +380,5 @@ def test_the_markdown_export_shows_dates_at_the_ends_of_the_calendar(owner, sett
     conversation = ConversationFactory(owner=owner, title="Far future")
     far = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
     Conversation.objects.filter(pk=conversation.pk).update(created=far, updated=far)
-    text = "".join(transfer.export_markdown(Conversation.objects.filter(pk=conversation.pk)))
+    text = "".join(export.export_markdown(Conversation.objects.filter(pk=conversation.pk)))
     assert "Started: 9999-12-31 23:00 UTC" in text

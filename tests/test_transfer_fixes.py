@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conversations import chatgpt, llm, selectors, transfer
+from conversations.chat import selectors
+from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
-from conversations.transfer import conversations_import_json
+from conversations.transfer import chatgpt, export
+from conversations.transfer.chatsite import conversations_import_json
 from tests.chatgpt_export import ChatGPTConversation, simple
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 
@@ -19,7 +21,7 @@ START = datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
 def exported(queryset=None) -> dict:
-    return json.loads("".join(transfer.export_json(queryset or Conversation.objects.all())))
+    return json.loads("".join(export.export_json(queryset or Conversation.objects.all())))
 
 
 def entry(title: str, **changes) -> dict:
@@ -53,7 +55,7 @@ def entry(title: str, **changes) -> dict:
 
 
 def document(*entries: dict) -> dict:
-    return {"format": transfer.FORMAT, "version": transfer.VERSION, "conversations": list(entries)}
+    return {"format": export.FORMAT, "version": export.VERSION, "conversations": list(entries)}
 
 
 # --- 1. One bad entry does not abort the import ---------------------------------------
@@ -283,7 +285,7 @@ def test_a_chatgpt_conversation_moved_through_a_chatsite_export_is_not_imported_
 
 
 def test_markdown_shows_the_shown_branch_then_the_other_versions(settled):
-    text = "".join(transfer.export_markdown(Conversation.objects.all()))
+    text = "".join(export.export_markdown(Conversation.objects.all()))
     transcript, _, others = text.partition("## Other versions")
     assert others, text
     assert "First answer" in transcript
@@ -301,7 +303,7 @@ def test_markdown_without_branches_has_no_other_versions_section(owner):
     conversation = ConversationFactory(owner=owner)
     question = MessageFactory(conversation=conversation)
     ReplyFactory(conversation=conversation, parent=question)
-    text = "".join(transfer.export_markdown(Conversation.objects.all()))
+    text = "".join(export.export_markdown(Conversation.objects.all()))
     assert "Other versions" not in text
     assert "version" not in text.lower().replace("conversation", "")
 

@@ -11,8 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import importer, transfer
 from conversations.models import Conversation, ImportJob, Message
+from conversations.transfer import chatsite as chatsite_json
+from conversations.transfer import export, jobs
 from tests.chatgpt_export import dumps, simple, zipped
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 from tests.helpers import HTMX
@@ -33,7 +34,7 @@ def upload(client, data: bytes, name: str = "conversations.json", url: str | Non
 
 def finished_job(response) -> ImportJob:
     assert response.status_code == 302, response.content[:500]
-    assert importer.wait_idle(30)
+    assert jobs.wait_idle(30)
     return ImportJob.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
 
 
@@ -124,7 +125,7 @@ def test_exports_need_a_login(client, alice_conversation):
 @pytest.mark.django_db
 def test_the_json_export_imports_again_elsewhere(owner_client, alice_conversation, stranger):
     document = body(owner_client.get(reverse("export_all", args=["json"])))
-    result = transfer.conversations_import_json(data=document, owner=stranger)
+    result = chatsite_json.conversations_import_json(data=document, owner=stranger)
     assert result.conversations_imported == 1
     copy = Conversation.objects.get(owner=stranger)
     assert copy.title == "Alice's plans"
@@ -215,7 +216,7 @@ def test_a_chatsite_json_export_imports_through_the_page_into_the_uploader(
     owner_client, owner, stranger, mallory_conversation
 ):
     # Mallory's export, uploaded by Alice: it becomes Alice's, whatever owner it names.
-    document = "".join(transfer.export_json(Conversation.objects.filter(owner=stranger)))
+    document = "".join(export.export_json(Conversation.objects.filter(owner=stranger)))
     job = finished_job(upload(owner_client, document.encode(), "chatsite.json"))
     assert job.status == ImportJob.Status.DONE
     assert job.source == "chatsite"
@@ -306,7 +307,7 @@ def test_a_running_job_polls_and_works_without_javascript(owner_client, owner):
 def test_a_job_whose_worker_died_shows_as_interrupted(owner_client, owner):
     job = ImportJob.objects.create(owner=owner, filename="big.zip", status="running")
     ImportJob.objects.filter(pk=job.pk).update(
-        updated=timezone.now() - timedelta(seconds=importer.STALE_AFTER + 5)
+        updated=timezone.now() - timedelta(seconds=jobs.STALE_AFTER + 5)
     )
     html = owner_client.get(job.get_absolute_url()).content.decode()
     job.refresh_from_db()
@@ -339,7 +340,7 @@ def test_staff_import_a_file_into_another_users_account(staff_client, staff, own
         },
     )
     assert response.status_code == 302
-    assert importer.wait_idle(30)
+    assert jobs.wait_idle(30)
     job = ImportJob.objects.get()
     assert job.owner == owner
     assert job.requested_by == staff
@@ -389,7 +390,7 @@ def test_over_asgi_an_upload_imports_and_the_export_streams_it_back(asgi_server,
             files={"file": ("export.zip", data, "application/zip")},
         )
         assert response.status_code == 302, response.text[:300]
-        assert importer.wait_idle(30)
+        assert jobs.wait_idle(30)
         job_page = http.get(response.headers["location"])
         assert "Imported 1 conversation with 4 messages from ChatGPT" in job_page.text
         with http.stream("GET", reverse("export_all", args=["json"])) as export:

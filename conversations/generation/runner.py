@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
+
+from django.db import DatabaseError, connection
 
 T = TypeVar("T")
+P = ParamSpec("P")
 logger = logging.getLogger(__name__)
 
 
@@ -236,3 +239,21 @@ class Runner:
 
 
 runner = Runner()
+
+
+def on_db_thread(fn: Callable[P, T]) -> Callable[P, T]:
+    """For work on the runner's DB thread: after a database error, drop the connection.
+
+    Nothing else on that thread would ever close a broken connection (a database restart,
+    an idle timeout), and every later call would fail the same way.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            connection.close()
+            raise
+
+    return call

@@ -5,7 +5,9 @@ from typing import Any
 from django import template
 from django.conf import settings
 
-from conversations import llm, local
+from conversations.llm import registry as llm
+from conversations.llm.backends import local
+from conversations.llm.base import LOCAL_PREFIX
 from conversations.models import Conversation
 
 register = template.Library()
@@ -32,6 +34,6 @@ def model_banner(conversation: Conversation | None = None) -> dict[str, Any]:
 @register.filter
 def model_label(model: str) -> str:
     """A model id as people read it: "SmolLM2-135M-Instruct (local)", not "local:….Q4_1"."""
-    if model.startswith(llm.LOCAL_PREFIX):
-        return f"{local.label(model.removeprefix(llm.LOCAL_PREFIX))} (local)"
+    if model.startswith(LOCAL_PREFIX):
+        return f"{local.label(model.removeprefix(LOCAL_PREFIX))} (local)"
     return model

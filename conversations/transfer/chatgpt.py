@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from . import llm
-from .models import Conversation, Message
-from .transfer import EARLIEST, LATEST, ImportResult, Skipped, clean_text
+from conversations.llm import registry as llm
+from conversations.models import Conversation, Message
+from conversations.transfer.chatsite import EARLIEST, LATEST, clean_text
+from conversations.transfer.results import ImportResult, Skipped
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

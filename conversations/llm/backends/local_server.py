@@ -1,10 +1,10 @@
 """The local model server: one per machine and model settings, shared by every web worker.
 
 Started by the first web process that needs the local model
-(`python -m conversations.local_server --socket PATH --model FILE ...`); a lock file
+(`python -m conversations.llm.backends.local_server --socket PATH --model FILE ...`); a lock file
 beside the socket makes sure only one runs. It owns the first-come first-served queue
 of generations (so all web workers share it and each waiter hears how many are ahead)
-and supervises the engine process (`conversations.local_engine`) that runs llama.cpp.
+and supervises the engine process (`conversations.llm.backends.local_engine`) that runs llama.cpp.
 When the engine dies — a native crash, an out-of-memory kill — the replies it was
 writing end with an error that says so, the engine is started again, and queued
 replies go on. This process itself runs no native code.
@@ -118,7 +118,7 @@ class Server:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "conversations.local_engine",
+                "conversations.llm.backends.local_engine",
                 "serve",
                 "--model",
                 self.args.model,

@@ -1,10 +1,8 @@
-"""The one place the rest of the project asks a language model anything.
+"""The OpenAI-compatible backend: OpenAI, or any server at `OPENAI_BASE_URL` (Ollama,
+vLLM, llama.cpp, LM Studio).
 
-Two backends answer behind the same interface (`stream_chat`, `available_models`):
-OpenAI or any OpenAI-compatible server (`OPENAI_BASE_URL`: Ollama, vLLM, llama.cpp,
-LM Studio), and a GGUF model run in this process by llama.cpp (`conversations.local`).
-Only this module imports `openai`. Every SDK, transport or local failure becomes an
-`LLMError` whose `user_message` a person can read and act on.
+The only module that imports `openai`. Every SDK or transport failure becomes an
+`LLMError` (see `..base`) whose `user_message` a person can read and act on.
 """
 
 from __future__ import annotations
@@ -12,220 +10,28 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import openai
 from django.conf import settings
 
+from ..base import (
+    BadCredentials,
+    BadRequest,
+    Chunk,
+    LLMError,
+    ModelNotFound,
+    NotConfigured,
+    RateLimited,
+    ServerError,
+    StreamBroken,
+    TimedOut,
+    Unreachable,
+)
+
 # What local servers get as a key: they ignore it, but the SDK insists on one.
 _PLACEHOLDER_KEY = "not-needed"
-
-
-class LLMError(Exception):
-    """A model call failed; `user_message` is safe and useful to show in the chat."""
-
-    kind = "error"
-    default_message = "The model server returned an error."
-
-    def __init__(self, user_message: str | None = None) -> None:
-        # Provider text can hold NUL, which PostgreSQL refuses to store.
-        self.user_message = (user_message or self.default_message).replace("\x00", "")
-        super().__init__(self.user_message)
-
-
-class NotConfigured(LLMError):
-    kind = "not_configured"
-    default_message = (
-        "No language model is configured. Set OPENAI_API_KEY (for OpenAI) or OPENAI_BASE_URL "
-        "(for Ollama, vLLM, llama.cpp or LM Studio) in .env and restart the server. "
-        "See “Connecting a model” in the README."
-    )
-
-
-class BadCredentials(LLMError):
-    kind = "auth"
-    default_message = (
-        "The model server rejected the API key. Check OPENAI_API_KEY and restart the server."
-    )
-
-
-class RateLimited(LLMError):
-    kind = "rate_limited"
-    default_message = "The model provider is rate limiting requests. Wait a moment, then retry."
-
-
-class TimedOut(LLMError):
-    kind = "timeout"
-    default_message = "The model server took too long to answer."
-
-
-class Unreachable(LLMError):
-    kind = "unreachable"
-    default_message = "Cannot reach the model server."
-
-
-class ServerError(LLMError):
-    kind = "server_error"
-    default_message = "The model server had an internal error. Retry in a moment."
-
-
-class ModelNotFound(LLMError):
-    kind = "model_not_found"
-    default_message = "The model was not found on the model server."
-
-
-class BadRequest(LLMError):
-    kind = "bad_request"
-    default_message = "The model server refused the request."
-
-
-class StreamBroken(LLMError):
-    kind = "stream_broken"
-    default_message = (
-        "The connection to the model server broke before the reply was finished. "
-        "The text so far is kept; retry to get a full reply."
-    )
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One piece of a streamed reply: text, and on the last pieces usage and the finish reason."""
-
-    text: str = ""
-    model: str = ""
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    # Before any text: "queued" (waiting for a free slot, `ahead` others first) or
-    # "loading" (the model is being loaded).
-    phase: str = ""
-    ahead: int = 0
-
-
-@dataclass(frozen=True)
-class ModelOption:
-    """A model a conversation can use: `id` is what `Conversation.model` stores."""
-
-    id: str
-    label: str
-    backend: str  # "openai" or "local"
-    context_window: int
-
-
-LOCAL_PREFIX = "local:"
-
-
-def remote_configured() -> bool:
-    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
-
-
-def default_backend() -> str:
-    """The backend of new conversations: LLM_BACKEND, or for "auto" the configured one."""
-    if settings.LLM_BACKEND != "auto":
-        return str(settings.LLM_BACKEND)
-    return "openai" if remote_configured() else "local"
-
-
-def _local_option() -> ModelOption | None:
-    from . import local
-
-    model = local.model_info()
-    if model is None:
-        return None
-    return ModelOption(
-        id=LOCAL_PREFIX + model.name,
-        label=f"{model.label} (local)",
-        backend="local",
-        context_window=model.context_window,
-    )
-
-
-def _remote_options() -> list[ModelOption]:
-    names = [settings.OPENAI_MODEL, *settings.OPENAI_MODELS]
-    return [
-        ModelOption(
-            id=name,
-            label=name,
-            backend="openai",
-            context_window=settings.CHAT_CONTEXT_WINDOWS.get(name, settings.CHAT_CONTEXT_WINDOW),
-        )
-        for name in dict.fromkeys(n.strip() for n in names if n.strip())
-    ]
-
-
-def available_models() -> list[ModelOption]:
-    """The models offered per conversation: the default backend's first, then the other's.
-
-    Remote models only when a server is configured (and LLM_BACKEND allows them); the
-    local model only when llama.cpp and a GGUF file are there (and LLM_BACKEND allows it).
-    """
-    options: list[ModelOption] = []
-    if settings.LLM_BACKEND != "local" and remote_configured():
-        options += _remote_options()
-    if settings.LLM_BACKEND != "openai":
-        local_option = _local_option()
-        if local_option is not None:
-            options.append(local_option)
-    if default_backend() == "local":
-        options.sort(key=lambda option: option.backend != "local")
-    return options
-
-
-def default_model() -> str:
-    """The model of new conversations."""
-    if default_backend() == "local":
-        local_option = _local_option()
-        if local_option is not None:
-            return local_option.id
-    return str(settings.OPENAI_MODEL)
-
-
-def model_option(model: str) -> ModelOption:
-    """What is known of `model` (any name: one no longer offered is sent to its backend)."""
-    for option in available_models():
-        if option.id == model:
-            return option
-    if model.startswith(LOCAL_PREFIX):
-        return ModelOption(model, model.removeprefix(LOCAL_PREFIX), "local", 2048)
-    return ModelOption(
-        model,
-        model,
-        "openai",
-        settings.CHAT_CONTEXT_WINDOWS.get(model, settings.CHAT_CONTEXT_WINDOW),
-    )
-
-
-def _not_configured_message() -> str:
-    if settings.LLM_BACKEND == "openai" or _local_option() is not None:
-        return NotConfigured.default_message
-    from . import local
-
-    return f"No language model is available. {local.unavailable_reason()}"
-
-
-def is_configured() -> bool:
-    """Whether anything can answer at all (otherwise the page says how to set one up)."""
-    return bool(available_models())
-
-
-def count_tokens(messages: Iterable[dict[str, str]], *, model: str) -> int:
-    """Tokens `messages` take in `model`'s context, counted offline.
-
-    The local model counts with its own tokenizer. For remote models no tokenizer is at
-    hand (none may be downloaded at run time), so the count is a deliberate
-    over-estimate: one token per 3 bytes of UTF-8 (English averages about 4 characters a
-    token), plus each message's framing.
-    """
-    option = model_option(model)
-    if option.backend == "local":
-        from . import local
-
-        counted = local.count_tokens(list(messages))
-        if counted is not None:
-            return counted
-    return sum(4 + (len(m.get("content", "").encode()) + 2) // 3 for m in messages) + 3
 
 
 def server_label() -> str:
@@ -340,35 +146,10 @@ async def stream_chat(
     temperature: float | None = None,
     max_tokens: int | None = None,
 ) -> AsyncIterator[Chunk]:
-    """Stream a chat completion as `Chunk`s, from whichever backend serves `model`.
+    """Stream a chat completion from the server as `Chunk`s.
 
-    Cancelling the consumer stops the generation: the HTTP response to a model server
-    is closed (the server stops), a local generation stops at its next token. Raises
-    `LLMError` (or a subclass) for every failure.
+    Cancelling the consumer closes the HTTP response, so the server stops generating.
     """
-    if model_option(model).backend == "local":
-        from . import local
-
-        async for chunk in local.stream_chat(
-            messages=list(messages), temperature=temperature, max_tokens=max_tokens
-        ):
-            yield chunk
-        return
-    async for chunk in _stream_remote(
-        messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
-    ):
-        yield chunk
-
-
-async def _stream_remote(
-    *,
-    messages: Iterable[dict[str, str]],
-    model: str,
-    temperature: float | None,
-    max_tokens: int | None,
-) -> AsyncIterator[Chunk]:
-    if not remote_configured() or settings.LLM_BACKEND == "local":
-        raise NotConfigured(_not_configured_message())
     try:
         client = _client()
     except (httpx2.InvalidURL, ValueError) as exc:

@@ -9,7 +9,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.transfer import ImportFormatError, conversations_import_json
+from conversations.transfer.chatsite import conversations_import_json
+from conversations.transfer.results import ImportFormatError
 
 
 class Command(BaseCommand):

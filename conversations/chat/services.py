@@ -1,0 +1,195 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import chatlog
+from conversations.chat import selectors
+from conversations.generation.lifecycle import replies_interrupt_stale, reply_start
+from conversations.llm import registry as llm
+from conversations.models import Conversation, Message
+from conversations.options import ConversationSettings, conversation_defaults
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class ConversationBusy(Exception):
+    """A reply is still being written in this conversation."""
+
+    message = "A reply is still being written. Wait for it to finish, or press Stop."
+
+
+def provisional_title(*, text: str, words: int = 8, chars: int = 60) -> str:
+    """A conversation's first title: the first words of its first message."""
+    first = " ".join(text.split()[:words])
+    if len(first) > chars:
+        first = first[: chars - 1].rstrip() + "…"
+    elif len(text.split()) > words:
+        first += "…"
+    return first or "New chat"
+
+
+def _lock_idle(conversation_id: int) -> Conversation:
+    # Serialise sends to one conversation: two tabs can never start two replies.
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    # A reply orphaned by a dead server must not block the conversation for good.
+    replies_interrupt_stale(conversation=conversation)
+    if selectors.in_flight_reply(conversation=conversation) is not None:
+        raise ConversationBusy()
+    return conversation
+
+
+def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Message:
+    """Create the reply that the runner will write, show it, and mark the conversation active.
+
+    The reply records the settings it is generated with: the conversation's, or the site's
+    defaults where the conversation has none.
+    """
+    now = timezone.now()
+    temperature = conversation.temperature
+    max_tokens = conversation.max_tokens
+    if max_tokens is None:
+        max_tokens = settings.CHAT_MAX_TOKENS or None
+    model = conversation.model or llm.default_model()
+    if max_tokens is None and llm.model_option(model).backend == "local":
+        # A small local model can ramble until its window is full, holding the only slot:
+        # without a limit of the user's, a local reply stops at LOCAL_MODEL_MAX_TOKENS.
+        max_tokens = settings.LOCAL_MODEL_MAX_TOKENS or None
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent_id=question_id,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        model=model,
+        system_prompt=conversation.system_prompt,
+        temperature=settings.CHAT_TEMPERATURE if temperature is None else temperature,
+        max_tokens=max_tokens,
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(updated=now, current=reply)
+    conversation.updated = now
+    conversation.current = reply
+    transaction.on_commit(lambda: reply_start(reply=reply))
+    return reply
+
+
+@transaction.atomic
+def message_send(
+    *,
+    user: User,
+    conversation: Conversation | None,
+    content: str,
+    options: ConversationSettings | None = None,
+) -> tuple[Conversation, Message, Message]:
+    """Save the user's message (creating the conversation if needed) and start the reply.
+
+    The message follows the last message of the branch shown. A new conversation gets
+    `options` (by default the site's). The message is committed and logged before the
+    model is called. Raises `ConversationBusy` if a reply is still being written in this
+    conversation.
+    """
+    if conversation is None:
+        options = options or conversation_defaults()
+        conversation = Conversation.objects.create(
+            owner=user,
+            title=provisional_title(text=content),
+            model=options.model,
+            system_prompt=options.system_prompt,
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
+        )
+        leaf_id = None
+    else:
+        conversation = _lock_idle(conversation.pk)
+        leaf_id = selectors.shown_leaf_id(conversation=conversation)
+    question = Message.objects.create(
+        conversation=conversation,
+        parent_id=leaf_id,
+        role=Message.Role.USER,
+        content=content,
+        status=Message.Status.COMPLETE,
+    )
+    transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
+    reply = _pending_reply(conversation=conversation, question_id=question.pk)
+    return conversation, question, reply
+
+
+class NotRetryable(Exception):
+    message = "Only the latest reply can be retried or regenerated, and only once it has finished."
+
+
+@transaction.atomic
+def reply_regenerate(*, reply: Message) -> Message:
+    """Answer the same user message again with a new reply, shown in place of `reply`.
+
+    `reply` is kept as an alternative (a sibling). Only a finished reply that ends its
+    branch can be regenerated (`NotRetryable` otherwise); `ConversationBusy` while a
+    reply is being written.
+    """
+    conversation = _lock_idle(reply.conversation_id)
+    reply.refresh_from_db()
+    if not reply.is_regenerable or not selectors.message_is_last(message=reply):
+        raise NotRetryable()
+    return _pending_reply(conversation=conversation, question_id=reply.parent_id)
+
+
+class NotEditable(Exception):
+    message = "Only your own messages can be edited."
+
+
+@transaction.atomic
+def message_edit(*, user: User, message: Message, content: str) -> tuple[Message, Message]:
+    """Send `content` in place of the user message `message`, and start its reply.
+
+    The new message is an alternative to `message` (same parent); `message` and all that
+    followed it are kept. Raises `NotEditable` for a reply, `ConversationBusy` while a
+    reply is being written.
+    """
+    conversation = _lock_idle(message.conversation_id)
+    if message.role != Message.Role.USER:
+        raise NotEditable()
+    question = Message.objects.create(
+        conversation=conversation,
+        parent_id=message.parent_id,
+        role=Message.Role.USER,
+        content=content,
+        status=Message.Status.COMPLETE,
+    )
+    transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
+    reply = _pending_reply(conversation=conversation, question_id=question.pk)
+    return question, reply
+
+
+@transaction.atomic
+def conversation_show(*, message: Message) -> Conversation:
+    """Show the branch through `message`: its most recent continuation.
+
+    Refused (`ConversationBusy`) while a reply is being written, which stays on screen
+    with its Stop button.
+    """
+    conversation = _lock_idle(message.conversation_id)
+    conversation.current_id = selectors.newest_leaf_id(message=message)
+    conversation.save(update_fields=["current"])
+    return conversation
+
+
+def conversation_update_settings(
+    *, conversation: Conversation, options: ConversationSettings
+) -> Conversation:
+    """Change what the conversation's next replies are generated with."""
+    conversation.model = options.model
+    conversation.system_prompt = options.system_prompt
+    conversation.temperature = options.temperature
+    conversation.max_tokens = options.max_tokens
+    conversation.save(update_fields=["model", "system_prompt", "temperature", "max_tokens"])
+    return conversation

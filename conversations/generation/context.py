@@ -1,0 +1,45 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from conversations.llm import registry as llm
+from conversations.llm.context import ReplyContext, _fit
+from conversations.models import Message
+from conversations.tree import _path_to
+
+if TYPE_CHECKING:
+    pass
+
+
+def model_context(*, reply: Message) -> list[dict[str, str]]:
+    """What the model is sent for `reply` (see `reply_context`)."""
+    return reply_context(reply=reply).messages
+
+
+def reply_context(*, reply: Message) -> ReplyContext:
+    """What the model is sent for `reply`: its system prompt, then the turns of its branch.
+
+    Only the branch leading to `reply` (from the user message it answers up to the root):
+    never another branch, never anything after it. Only user text and finished (complete
+    or stopped) reply text is sent — never error text, never a failed attempt. The system
+    prompt, model and reply length are those recorded on `reply`. If it all does not fit
+    the model's context window, the oldest turns are left out (see `_fit`).
+    """
+    rows = Message.objects.filter(conversation_id=reply.conversation_id).only(
+        "id", "parent_id", "role", "content", "status"
+    )
+    by_id = {m.pk: m for m in rows}
+    start = by_id.get(reply.parent_id) if reply.parent_id is not None else None
+    turns = [
+        {"role": message.role, "content": message.content}
+        for message in _path_to(start, by_id)
+        if message.role == Message.Role.USER
+        or (message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content)
+    ]
+    system = []
+    if reply.system_prompt.strip():
+        system.append({"role": "system", "content": reply.system_prompt})
+    model = reply.model or llm.default_model()
+    return _fit(system, turns, model=model, max_tokens=reply.max_tokens)

@@ -1,0 +1,109 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from conversations.models import Conversation
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+GROUPS = ("Today", "Yesterday", "Previous 7 days", "Previous 30 days", "Older")
+
+
+def local_day(value: datetime) -> date:
+    """The day `value` falls on in the site's TIME_ZONE (for an aware `value`).
+
+    Within a day of year 1 or 9999 (an imported file can hold such dates) local time would
+    be off the calendar (OverflowError): the UTC day then, so no page ever fails on it.
+    """
+    try:
+        return timezone.localdate(value)
+    except OverflowError:
+        return value.astimezone(UTC).date()
+
+
+def recency_group(updated: datetime, *, today: date) -> str:
+    """The sidebar heading `updated` falls under (days in the site's TIME_ZONE)."""
+    days = (today - local_day(updated)).days
+    if days <= 0:
+        return GROUPS[0]
+    if days == 1:
+        return GROUPS[1]
+    if days <= 7:
+        return GROUPS[2]
+    if days <= 30:
+        return GROUPS[3]
+    return GROUPS[4]
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    conversations: list[Conversation]
+    older: str | None  # cursor of the next, older page; None at the end
+    # The group the previous page ended in (from its cursor), so a heading is not repeated.
+    previous_group: str | None = None
+    today: date | None = None
+
+    def entries(self) -> list[tuple[str | None, Conversation]]:
+        """Each conversation with the heading to show before it (None: same group)."""
+        today = self.today or timezone.localdate()
+        out: list[tuple[str | None, Conversation]] = []
+        last = self.previous_group
+        for conversation in self.conversations:
+            group = recency_group(conversation.updated, today=today)
+            out.append((group if group != last else None, conversation))
+            last = group
+        return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _cursor(conversation: Conversation) -> str:
+    # Whole microseconds, not float seconds: a rounded timestamp would skip or repeat rows.
+    return f"{(conversation.updated - _EPOCH) // _MICROSECOND}-{conversation.pk}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int] | None:
+    stamp, _, pk = cursor.partition("-")
+    if not (stamp.isascii() and stamp.isdecimal() and pk.isascii() and pk.isdecimal()):
+        return None
+    if len(stamp) > 18 or len(pk) > 18:
+        return None
+    try:
+        return _EPOCH + int(stamp) * _MICROSECOND, int(pk)
+    except OverflowError:
+        return None
+
+
+def conversation_list(
+    *, user: User, older_than: str = "", now: datetime | None = None
+) -> ConversationPage:
+    """The sidebar: most recently active first, a page at a time (one indexed query).
+
+    `older_than` is the `older` cursor of the previous page; an unreadable one starts
+    from the top. Conversations are grouped by recency relative to `now` (default: now).
+    """
+    today = timezone.localdate(now or timezone.now())
+    limit = settings.CHAT_SIDEBAR_LIMIT
+    conversations = Conversation.objects.filter(owner=user).only("id", "title", "updated")
+    after = _parse_cursor(older_than) if older_than else None
+    previous_group = None
+    if after is not None:
+        updated, pk = after
+        conversations = conversations.filter(Q(updated__lt=updated) | Q(updated=updated, pk__lt=pk))
+        previous_group = recency_group(updated, today=today)
+    rows = list(conversations.order_by("-updated", "-id")[: limit + 1])
+    older = _cursor(rows[limit - 1]) if len(rows) > limit else None
+    return ConversationPage(rows[:limit], older, previous_group, today)

@@ -1,0 +1,152 @@
+"""Which backends and models there are, and the calls that go to whichever serves a model.
+
+Two backends answer behind the same interface: OpenAI or any OpenAI-compatible server
+(`backends.openai`: Ollama, vLLM, llama.cpp, LM Studio), and a GGUF model run by
+llama.cpp in a process of its own (`backends.local`). The rest of the project asks
+here: the models on offer, the default one, token counts, and `stream_chat`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+from django.conf import settings
+
+from .backends import local, openai
+from .base import LOCAL_PREFIX, Backend, Chunk, ModelOption, NotConfigured
+
+
+def remote_configured() -> bool:
+    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+
+
+def default_backend() -> str:
+    """The backend of new conversations: LLM_BACKEND, or for "auto" the configured one."""
+    if settings.LLM_BACKEND != "auto":
+        return str(settings.LLM_BACKEND)
+    return "openai" if remote_configured() else "local"
+
+
+def _local_option() -> ModelOption | None:
+    model = local.model_info()
+    if model is None:
+        return None
+    return ModelOption(
+        id=LOCAL_PREFIX + model.name,
+        label=f"{model.label} (local)",
+        backend="local",
+        context_window=model.context_window,
+    )
+
+
+def _remote_options() -> list[ModelOption]:
+    names = [settings.OPENAI_MODEL, *settings.OPENAI_MODELS]
+    return [
+        ModelOption(
+            id=name,
+            label=name,
+            backend="openai",
+            context_window=settings.CHAT_CONTEXT_WINDOWS.get(name, settings.CHAT_CONTEXT_WINDOW),
+        )
+        for name in dict.fromkeys(n.strip() for n in names if n.strip())
+    ]
+
+
+def available_models() -> list[ModelOption]:
+    """The models offered per conversation: the default backend's first, then the other's.
+
+    Remote models only when a server is configured (and LLM_BACKEND allows them); the
+    local model only when llama.cpp and a GGUF file are there (and LLM_BACKEND allows it).
+    """
+    options: list[ModelOption] = []
+    if settings.LLM_BACKEND != "local" and remote_configured():
+        options += _remote_options()
+    if settings.LLM_BACKEND != "openai":
+        local_option = _local_option()
+        if local_option is not None:
+            options.append(local_option)
+    if default_backend() == "local":
+        options.sort(key=lambda option: option.backend != "local")
+    return options
+
+
+def default_model() -> str:
+    """The model of new conversations."""
+    if default_backend() == "local":
+        local_option = _local_option()
+        if local_option is not None:
+            return local_option.id
+    return str(settings.OPENAI_MODEL)
+
+
+def model_option(model: str) -> ModelOption:
+    """What is known of `model` (any name: one no longer offered is sent to its backend)."""
+    for option in available_models():
+        if option.id == model:
+            return option
+    if model.startswith(LOCAL_PREFIX):
+        return ModelOption(model, model.removeprefix(LOCAL_PREFIX), "local", 2048)
+    return ModelOption(
+        model,
+        model,
+        "openai",
+        settings.CHAT_CONTEXT_WINDOWS.get(model, settings.CHAT_CONTEXT_WINDOW),
+    )
+
+
+def _not_configured_message() -> str:
+    if settings.LLM_BACKEND == "openai" or _local_option() is not None:
+        return NotConfigured.default_message
+    return f"No language model is available. {local.unavailable_reason()}"
+
+
+def is_configured() -> bool:
+    """Whether anything can answer at all (otherwise the page says how to set one up)."""
+    return bool(available_models())
+
+
+def count_tokens(messages: Iterable[dict[str, str]], *, model: str) -> int:
+    """Tokens `messages` take in `model`'s context, counted offline.
+
+    The local model counts with its own tokenizer. For remote models no tokenizer is at
+    hand (none may be downloaded at run time), so the count is a deliberate
+    over-estimate: one token per 3 bytes of UTF-8 (English averages about 4 characters a
+    token), plus each message's framing.
+    """
+    option = model_option(model)
+    if option.backend == "local":
+        counted = local.count_tokens(list(messages))
+        if counted is not None:
+            return counted
+    return sum(4 + (len(m.get("content", "").encode()) + 2) // 3 for m in messages) + 3
+
+
+async def stream_chat(
+    *,
+    messages: Iterable[dict[str, str]],
+    model: str,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> AsyncIterator[Chunk]:
+    """Stream a chat completion as `Chunk`s, from whichever backend serves `model`.
+
+    Cancelling the consumer stops the generation: the HTTP response to a model server
+    is closed (the server stops), a local generation stops at its next token. Raises
+    `LLMError` (or a subclass) for every failure.
+    """
+    backend: Backend
+    if model_option(model).backend == "local":
+        backend = local
+    elif not remote_configured() or settings.LLM_BACKEND == "local":
+        raise NotConfigured(_not_configured_message())
+    else:
+        backend = openai
+    async for chunk in backend.stream_chat(
+        messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
+    ):
+        yield chunk
+
+
+def server_label() -> str:
+    """Where remote requests go, for people (never with a key or password in it)."""
+    return openai.server_label()

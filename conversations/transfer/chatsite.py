@@ -1,0 +1,365 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from conversations.models import Conversation, Message
+from conversations.transfer.export import FORMAT, VERSION
+from conversations.transfer.results import ImportFormatError, ImportResult, Skipped
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+class _Invalid(Exception):
+    """One conversation entry cannot be imported; the message says why."""
+
+
+@dataclass
+class _Entry:
+    owner: str | None
+    conversation: Conversation
+    # (source id, source parent id or None, unsaved message), in the order to create them.
+    messages: list[tuple[Any, Any, Message]]
+    # The source id of the last message of the branch shown (None: the newest).
+    current: Any = None
+
+
+def _load(data: Any) -> dict[str, Any]:
+    if hasattr(data, "read"):
+        data = data.read()
+    if isinstance(data, bytes | bytearray | str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise ImportFormatError(f"Not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ImportFormatError(f'Not a chatsite export (no "format": "{FORMAT}").')
+    version = data.get("version")
+    if version != VERSION:
+        raise ImportFormatError(
+            f"Export version {version!r} is not supported; this server reads version {VERSION}."
+        )
+    if not isinstance(data.get("conversations"), list):
+        raise ImportFormatError('"conversations" must be a list.')
+    return data
+
+
+# Dates outside these are taken as corrupt: far-future ones overflow date arithmetic later
+# (the sidebar's grouping), and nothing was written before 1970.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _timestamp(value: Any, what: str) -> datetime:
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise _Invalid(f"{what} is not a date and time: {value!r}")
+    try:
+        # Exports always carry an offset; a hand-made file without one is taken as UTC.
+        parsed = parsed.astimezone(UTC) if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        parsed = None
+    if parsed is None or not EARLIEST <= parsed < LATEST:
+        raise _Invalid(f"{what} is out of range (1970 to 9000): {value!r}")
+    return parsed
+
+
+def clean_text(value: str) -> str:
+    """`value` without NUL characters, which PostgreSQL refuses in text."""
+    return value.replace("\x00", "")
+
+
+def _text(raw: dict[str, Any], key: str, what: str) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Invalid(f"{what}: {key} is not text")
+    return clean_text(value)
+
+
+def _number(raw: dict[str, Any], key: str, what: str, kind: type[Any]) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"{what}: {key} is not a number")
+    if kind is int and (not float(value).is_integer()):
+        raise _Invalid(f"{what}: {key} is not a whole number")
+    if not math.isfinite(value):
+        raise _Invalid(f"{what}: {key} is not a finite number")
+    return kind(value)
+
+
+def _id(value: Any) -> bool:
+    """Whether `value` can be a message id of an export (an int or a str)."""
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _validate(instance: Conversation | Message, what: str, exclude: list[str]) -> None:
+    try:
+        instance.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{name}: {' '.join(messages)}" for name, messages in exc.message_dict.items()
+        )
+        raise _Invalid(f"{what}: {problems}") from exc
+
+
+def _parse_message(raw: Any, position: int) -> tuple[Any, Any, Message]:
+    what = f"message {position}"
+    if not isinstance(raw, dict):
+        raise _Invalid(f"{what} is not an object")
+    source_id = raw.get("id")
+    if not _id(source_id):
+        raise _Invalid(f"{what} has no usable id")
+    what = f"message {position} (id {source_id})"
+    parent_id = raw.get("parent_id")
+    if parent_id is not None and not _id(parent_id):
+        raise _Invalid(f"{what}: parent_id is not a message id: {parent_id!r}")
+    created = _timestamp(raw.get("created"), f"{what}: created")
+    updated = _timestamp(raw["updated"], f"{what}: updated") if raw.get("updated") else created
+    status = raw.get("status", Message.Status.COMPLETE)
+    if not isinstance(status, str):
+        raise _Invalid(f"{what}: status is not text")
+    # Nothing is generating an imported reply; left in flight it would look stuck.
+    if status in Message.IN_FLIGHT:
+        status = Message.Status.INTERRUPTED
+    omitted = _number(raw, "omitted", what, int)
+    message = Message(
+        role=_text(raw, "role", what),
+        status=status,
+        content=_text(raw, "content", what),
+        error=_text(raw, "error", what),
+        model=_text(raw, "model", what),
+        system_prompt=_text(raw, "system_prompt", what),
+        temperature=_number(raw, "temperature", what, float),
+        max_tokens=_number(raw, "max_tokens", what, int),
+        omitted=omitted if omitted is not None else 0,
+        external_id=_text(raw, "external_id", what),
+        prompt_tokens=_number(raw, "prompt_tokens", what, int),
+        completion_tokens=_number(raw, "completion_tokens", what, int),
+        ttft_ms=_number(raw, "ttft_ms", what, int),
+        total_ms=_number(raw, "total_ms", what, int),
+        created=created,
+        updated=updated,
+    )
+    _validate(message, what, exclude=["conversation", "parent"])
+    return source_id, parent_id, message
+
+
+def _parse_entry(raw: Any) -> _Entry:
+    if not isinstance(raw, dict):
+        raise _Invalid("not an object")
+    created = _timestamp(raw.get("created"), "created")
+    updated = _timestamp(raw["updated"], "updated") if raw.get("updated") else created
+    what = "conversation"
+    title_set_by_user = raw.get("title_set_by_user", False)
+    if not isinstance(title_set_by_user, bool):
+        raise _Invalid("conversation: title_set_by_user is not true or false")
+    conversation = Conversation(
+        title=_text(raw, "title", what),
+        model=_text(raw, "model", what),
+        system_prompt=_text(raw, "system_prompt", what),
+        title_set_by_user=title_set_by_user,
+        temperature=_number(raw, "temperature", what, float),
+        max_tokens=_number(raw, "max_tokens", what, int),
+        external_id=_text(raw, "external_id", what),
+        created=created,
+        updated=updated,
+    )
+    _validate(conversation, what, exclude=["owner", "current"])
+    raw_messages = raw.get("messages")
+    if not isinstance(raw_messages, list):
+        raise _Invalid('"messages" is not a list')
+    messages = [_parse_message(m, i) for i, m in enumerate(raw_messages, start=1)]
+    ids = {source_id for source_id, _, _ in messages}
+    if len(ids) != len(messages):
+        raise _Invalid("two messages have the same id")
+    for source_id, parent_id, _ in messages:
+        if parent_id is not None and parent_id not in ids:
+            raise _Invalid(f"message {source_id}: parent {parent_id!r} is not in this conversation")
+    current = raw.get("current")
+    if current is not None and (not _id(current) or current not in ids):
+        raise _Invalid(f"current {current!r} is not a message of this conversation")
+    # Threads are ordered by (created, id) and new ids follow creation order, so messages are
+    # created by time; the sort is stable, keeping the export's order for equal timestamps.
+    messages.sort(key=lambda m: m[2].created)
+    owner = raw.get("owner")
+    return _Entry(
+        owner=owner if isinstance(owner, str) and owner else None,
+        conversation=conversation,
+        messages=messages,
+        current=current,
+    )
+
+
+def _create(entry: _Entry, owner: User) -> None:
+    conversation = entry.conversation
+    messages = [message for _, _, message in entry.messages]
+    # auto_now(_add) overwrites timestamps on save and bulk_create, so they are written
+    # back afterwards with update() / bulk_update(), which leave them alone.
+    stamps = [(conversation.created, conversation.updated)] + [
+        (m.created, m.updated) for m in messages
+    ]
+    conversation.owner = owner
+    conversation.save()
+    created, updated = stamps[0]
+    Conversation.objects.filter(pk=conversation.pk).update(created=created, updated=updated)
+    conversation.created, conversation.updated = created, updated
+    if not messages:
+        return
+    for message in messages:
+        message.conversation = conversation
+    if connection.features.can_return_rows_from_bulk_insert:
+        Message.objects.bulk_create(messages, batch_size=500)
+    else:
+        for message in messages:
+            message.save()
+    by_source = {source_id: message for source_id, _, message in entry.messages}
+    for (_, parent_id, message), (created, updated) in zip(entry.messages, stamps[1:], strict=True):
+        message.parent = by_source[parent_id] if parent_id is not None else None
+        message.created, message.updated = created, updated
+    Message.objects.bulk_update(messages, ["parent", "created", "updated"], batch_size=500)
+    if entry.current is not None:
+        conversation.current = by_source[entry.current]
+        Conversation.objects.filter(pk=conversation.pk).update(current=conversation.current)
+
+
+def _skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -> Skipped:
+    info = raw if isinstance(raw, dict) else {}
+    title = info.get("title")
+    messages = info.get("messages")
+    return Skipped(
+        entry=position,
+        title=title if isinstance(title, str) else "",
+        source_id=info.get("id"),
+        messages=len(messages) if isinstance(messages, list) else 0,
+        reason=reason,
+        duplicate=duplicate,
+    )
+
+
+def conversations_import_json(*, data: Any, owner: User | None = None) -> ImportResult:
+    """Recreate the conversations of a JSON export; return what was imported and skipped.
+
+    `data` is the export: a parsed dict, its JSON text (str or bytes), or a file-like
+    object to read it from. Raises ImportFormatError when it is not a chatsite export.
+
+    Each conversation goes to `owner` if given, else to the user with the username it was
+    exported with (an unknown username makes the entry invalid). Titles, settings, every
+    message field and all timestamps are kept; reply-to links and the branch shown
+    (`current`) are remapped to the new messages. NUL characters are dropped from text.
+    Replies exported while still generating come back as interrupted.
+
+    Importing is idempotent: a conversation is skipped as already present when its target
+    owner has one with the same `external_id` (when it has one: a ChatGPT id, say), else
+    with the same title and start time (`created`, to the microsecond). Exports made
+    before `current`, the settings and the external ids were written import too.
+    Every entry is imported in a transaction of its own: an invalid entry is skipped,
+    whole, with the reason, and the others are imported.
+    """
+    document = _load(data)
+    result = ImportResult()
+    owners: dict[str, User | None] = {}
+    for position, raw in enumerate(document["conversations"], start=1):
+        conversation_import_entry(
+            raw=raw, position=position, owner=owner, result=result, owners=owners
+        )
+    return result
+
+
+def conversation_import_entry(
+    *,
+    raw: Any,
+    position: int,
+    owner: User | None,
+    result: ImportResult,
+    owners: dict[str, User | None] | None = None,
+) -> Conversation | None:
+    """Import one entry of a JSON export's "conversations" (see conversations_import_json).
+
+    Adds what happened to `result`; returns the new conversation, or None when skipped.
+    `owners` caches username lookups across the entries of one import.
+    """
+    try:
+        return _import_entry(raw=raw, position=position, owner=owner, result=result, owners=owners)
+    except _Invalid as exc:
+        reason = str(exc)
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Whatever the checks above missed: this entry is unusable, the next may be fine.
+        reason = f"unreadable: {exc}"
+    except DatabaseError as exc:
+        reason = f"the database refused it: {exc}"
+    result.skipped.append(_skipped(position, raw, reason))
+    return None
+
+
+def _import_entry(
+    *,
+    raw: Any,
+    position: int,
+    owner: User | None,
+    result: ImportResult,
+    owners: dict[str, User | None] | None,
+) -> Conversation | None:
+    owners = owners if owners is not None else {}
+    user_model = get_user_model()
+    entry = _parse_entry(raw)
+
+    target = owner
+    if target is None:
+        if entry.owner is None:
+            reason = 'no "owner" username (import it with an owner instead)'
+            result.skipped.append(_skipped(position, raw, reason))
+            return None
+        if entry.owner not in owners:
+            owners[entry.owner] = user_model._default_manager.filter(
+                **{user_model.USERNAME_FIELD: entry.owner}
+            ).first()
+        target = owners[entry.owner]
+        if target is None:
+            reason = f"owner {entry.owner!r} does not exist here (import it with an owner)"
+            result.skipped.append(_skipped(position, raw, reason))
+            return None
+
+    same = Conversation.objects.filter(owner=target)
+    if entry.conversation.external_id:
+        # Unique per owner: a ChatGPT import, moved here through an export, is found by it.
+        same = same.filter(external_id=entry.conversation.external_id)
+    else:
+        same = same.filter(title=entry.conversation.title, created=entry.conversation.created)
+    existing = same.values_list("pk", flat=True).first()
+    if existing is not None:
+        reason = f"{target.get_username()} already has it (conversation {existing})"
+        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
+        return None
+
+    try:
+        with transaction.atomic():
+            _create(entry, target)
+    except IntegrityError:
+        # The same external id, imported meanwhile by another upload.
+        reason = f"{target.get_username()} already has it"
+        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
+        return None
+    result.conversations_imported += 1
+    result.messages_imported += len(entry.messages)
+    return entry.conversation

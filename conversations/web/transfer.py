@@ -1,0 +1,136 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+if TYPE_CHECKING:
+    pass
+
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models import QuerySet
+
+from conversations.chat import selectors
+from conversations.forms import ImportForm
+from conversations.models import Conversation
+from conversations.transfer import jobs
+from conversations.transfer import selectors as transfer_selectors
+from conversations.transfer.export import EXPORT_FORMATS, FILENAME_PREFIX, export_filename
+from conversations.web.chat import Request
+
+if TYPE_CHECKING:
+    pass
+
+USER_EXPORT_FORMATS = ("markdown", "json")
+
+
+@login_required
+@require_GET
+def export_conversation(request: Request, conversation_id: int, fmt: str) -> StreamingHttpResponse:
+    """One of the user's conversations as a Markdown or JSON download (streamed)."""
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    if fmt not in USER_EXPORT_FORMATS:
+        raise Http404("No such export format.")
+    return export_response(
+        Conversation.objects.filter(pk=conv.pk, owner=request.user),
+        fmt=fmt,
+        request=request,
+        filename_prefix=f"chatsite-conversation-{conv.pk}",
+    )
+
+
+@login_required
+@require_GET
+def export_all(request: Request, fmt: str) -> StreamingHttpResponse:
+    """Every conversation of the user (and no one else's) as one download (streamed)."""
+    if fmt not in USER_EXPORT_FORMATS:
+        raise Http404("No such export format.")
+    return export_response(
+        Conversation.objects.filter(owner=request.user), fmt=fmt, request=request
+    )
+
+
+IMPORT_TEMPLATE = "conversations/import.html"
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def import_page(request: Request) -> HttpResponse:
+    """Upload an export (ChatGPT's or chatsite's); it is imported in the background."""
+    form = ImportForm()
+    status = 200
+    if request.method == "POST":
+        form = ImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                job = jobs.import_job_create(
+                    owner=request.user, upload=form.cleaned_data["file"], requested_by=request.user
+                )
+            except jobs.ImportRefused as exc:
+                form.add_error("file", str(exc))
+            else:
+                return redirect(job)
+        status = 413 if form.has_error("file", code="too_big") else 422
+    jobs.import_jobs_expire(owner=request.user)
+    context = {
+        "form": form,
+        "jobs": transfer_selectors.import_jobs_recent(user=request.user),
+        "max_bytes": settings.CHAT_IMPORT_MAX_BYTES,
+    }
+    return render(request, IMPORT_TEMPLATE, context, status=status)
+
+
+@login_required
+@require_GET
+def import_job(request: Request, job_id: int) -> HttpResponse:
+    """An import's progress, then its report. htmx polls the `job` fragment every second."""
+    jobs.import_jobs_expire(owner=request.user)
+    job = transfer_selectors.import_job_get(user=request.user, job_id=job_id)
+    if request.htmx:
+        return render(request, f"{IMPORT_TEMPLATE}#job", {"job": job})
+    return render(request, IMPORT_TEMPLATE, {"job": job})
+
+
+async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
+    # Every step runs in the request's one sync thread, so the generator keeps using the
+    # same database connection (and, on PostgreSQL, the same open cursor).
+    step = sync_to_async(lambda: next(chunks, None), thread_sensitive=True)
+    while (chunk := await step()) is not None:
+        yield chunk
+
+
+def export_response(
+    queryset: QuerySet[Conversation],
+    *,
+    fmt: str,
+    request: HttpRequest | None = None,
+    filename_prefix: str = FILENAME_PREFIX,
+) -> StreamingHttpResponse:
+    """A streamed download of `queryset` in `fmt` ("json", "csv" or "markdown").
+
+    Pass the request: under ASGI the chunks are then produced by an async iterator, without
+    which Django would build the whole export in memory before sending a byte.
+    """
+    exporter, content_type, extension = EXPORT_FORMATS[fmt]
+    chunks: Iterator[str] = exporter(queryset)
+    body: Iterator[str] | AsyncIterator[str] = (
+        _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
+    )
+    response = StreamingHttpResponse(body, content_type=content_type)
+    filename = export_filename(extension, prefix=filename_prefix)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Accel-Buffering"] = "no"
+    return response
