@@ -59,10 +59,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page is private unless its view says @login_not_required.
+    "conversations.web.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "conversations.middleware.HtmxLoginRedirectMiddleware",
+    "conversations.web.middleware.HtmxLoginRedirectMiddleware",
+    "conversations.web.middleware.NotFoundMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -77,7 +80,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "conversations.context_processors.chat",
+                "conversations.web.context_processors.chat",
             ],
         },
     },

@@ -1,16 +1,13 @@
-"""TODO docstring."""
+"""Pure functions over a conversation's messages as a tree: children, the path to a
+message, the shown and the newest leaf, a message's versions. No queries.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from conversations.models import Conversation, Message, Versions
 
-if TYPE_CHECKING:
-    pass
 
-
-def _children(messages: list[Message]) -> dict[int | None, list[Message]]:
+def children(messages: list[Message]) -> dict[int | None, list[Message]]:
     """Each message's children, oldest first (`messages` come ordered by created, id)."""
     children: dict[int | None, list[Message]] = {}
     for message in messages:
@@ -18,7 +15,7 @@ def _children(messages: list[Message]) -> dict[int | None, list[Message]]:
     return children
 
 
-def _newest_leaf_under(message: Message, children: dict[int | None, list[Message]]) -> Message:
+def newest_leaf_under(message: Message, children: dict[int | None, list[Message]]) -> Message:
     """Descend from `message`, taking the most recently created child at each step."""
     seen = {message.pk}
     while children.get(message.pk):
@@ -29,7 +26,7 @@ def _newest_leaf_under(message: Message, children: dict[int | None, list[Message
     return message
 
 
-def _shown_leaf(
+def shown_leaf(
     conversation: Conversation,
     messages: list[Message],
     children: dict[int | None, list[Message]],
@@ -37,12 +34,12 @@ def _shown_leaf(
     by_id = {m.pk: m for m in messages}
     current = by_id.get(conversation.current_id) if conversation.current_id else None
     if current is not None:
-        return _newest_leaf_under(current, children)
+        return newest_leaf_under(current, children)
     leaves = [m for m in messages if m.pk not in children]
     return max(leaves, key=lambda m: (m.created, m.pk)) if leaves else None
 
 
-def _path_to(leaf: Message | None, by_id: dict[int, Message]) -> list[Message]:
+def path_to(leaf: Message | None, by_id: dict[int, Message]) -> list[Message]:
     """Root to `leaf`, following parents."""
     path: list[Message] = []
     seen: set[int] = set()
@@ -55,7 +52,7 @@ def _path_to(leaf: Message | None, by_id: dict[int, Message]) -> list[Message]:
     return path
 
 
-def _versions(message: Message, siblings: list[Message]) -> Versions:
+def versions(message: Message, siblings: list[Message]) -> Versions:
     same = [m.pk for m in siblings if m.role == message.role]
     index = same.index(message.pk)
     return Versions(

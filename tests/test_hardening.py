@@ -15,8 +15,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient
 from django.urls import reverse
 
-from conversations.middleware import HtmxLoginRedirectMiddleware
 from conversations.models import Message
+from conversations.web.middleware import HtmxLoginRedirectMiddleware
 from tests.factories import MessageFactory, ReplyFactory
 from tests.helpers import HTMX, send
 

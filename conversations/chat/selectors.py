@@ -4,26 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.shortcuts import get_object_or_404
-
+from conversations import tree
 from conversations.models import Conversation, Message, Versions
-from conversations.tree import _children, _newest_leaf_under, _path_to, _shown_leaf, _versions
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
 def conversation_get(*, user: User, conversation_id: int) -> Conversation:
-    """The user's conversation, or 404 — also for other users' ids."""
-    return get_object_or_404(Conversation, pk=conversation_id, owner=user)
+    """The user's conversation; Conversation.DoesNotExist also for other users' ids."""
+    return Conversation.objects.get(pk=conversation_id, owner=user)
 
 
 def message_get(*, user: User, conversation_id: int, message_id: int) -> Message:
-    return get_object_or_404(
-        Message.objects.select_related("conversation"),
-        pk=message_id,
-        conversation_id=conversation_id,
-        conversation__owner=user,
+    """The user's message; Message.DoesNotExist also for other users' ids."""
+    return Message.objects.select_related("conversation").get(
+        pk=message_id, conversation_id=conversation_id, conversation__owner=user
     )
 
 
@@ -55,17 +51,18 @@ def thread(*, conversation: Conversation) -> list[Message]:
     Each message gets `versions`: its place among its alternatives. One query.
     """
     messages = list(conversation.messages.all())
-    children = _children(messages)
-    path = _path_to(_shown_leaf(conversation, messages, children), {m.pk: m for m in messages})
+    children = tree.children(messages)
+    leaf = tree.shown_leaf(conversation, messages, children)
+    path = tree.path_to(leaf, {m.pk: m for m in messages})
     for message in path:
-        message.versions = _versions(message, children[message.parent_id])
+        message.versions = tree.versions(message, children[message.parent_id])
     return path
 
 
 def shown_leaf_id(*, conversation: Conversation) -> int | None:
     """The last message of the branch shown (what a new question follows)."""
     messages = list(conversation.messages.only("id", "parent_id", "created"))
-    leaf = _shown_leaf(conversation, messages, _children(messages))
+    leaf = tree.shown_leaf(conversation, messages, tree.children(messages))
     return leaf.pk if leaf is not None else None
 
 
@@ -79,8 +76,8 @@ def conversation_message(*, conversation: Conversation, message_id: str) -> Mess
 def is_shown(*, message: Message, conversation: Conversation) -> bool:
     """Whether `message` is on the branch the conversation page shows."""
     messages = list(conversation.messages.only("id", "parent_id", "created"))
-    leaf = _shown_leaf(conversation, messages, _children(messages))
-    return any(m.pk == message.pk for m in _path_to(leaf, {m.pk: m for m in messages}))
+    leaf = tree.shown_leaf(conversation, messages, tree.children(messages))
+    return any(m.pk == message.pk for m in tree.path_to(leaf, {m.pk: m for m in messages}))
 
 
 def newest_leaf_id(*, message: Message) -> int:
@@ -91,7 +88,7 @@ def newest_leaf_id(*, message: Message) -> int:
         )
     )
     by_id = {m.pk: m for m in messages}
-    return _newest_leaf_under(by_id.get(message.pk, message), _children(messages)).pk
+    return tree.newest_leaf_under(by_id.get(message.pk, message), tree.children(messages)).pk
 
 
 def message_versions(*, message: Message) -> Versions:
@@ -103,7 +100,7 @@ def message_versions(*, message: Message) -> Versions:
             role=message.role,
         ).only("id", "role")
     )
-    return _versions(message, siblings)
+    return tree.versions(message, siblings)
 
 
 def in_flight_reply(*, conversation: Conversation) -> Message | None:

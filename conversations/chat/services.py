@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""Writes of a conversation's turns: send, edit, regenerate, show a version, settings.
+
+The user's message is committed before the model is called: the reply is created
+`pending` in the same transaction, and generation starts on commit.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from conversations.chat import selectors
 from conversations.generation.lifecycle import replies_interrupt_stale, reply_start
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
-from conversations.options import ConversationSettings, conversation_defaults
+from conversations.options import ConversationSettings
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -193,3 +197,10 @@ def conversation_update_settings(
     conversation.max_tokens = options.max_tokens
     conversation.save(update_fields=["model", "system_prompt", "temperature", "max_tokens"])
     return conversation
+
+
+def conversation_defaults() -> ConversationSettings:
+    """The settings of a new conversation, from the site's configuration."""
+    return ConversationSettings(
+        model=llm.default_model(), system_prompt=settings.CHAT_SYSTEM_PROMPT
+    )

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Automatic titles: after a conversation's first complete reply, a small request asks
+the model for a short title. Any failure keeps the provisional one, silently; a title
+the user set is never replaced.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import contextlib
 import logging
 import re
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -16,9 +19,7 @@ from conversations.generation.runner import on_db_thread, runner
 from conversations.llm import registry as llm
 from conversations.llm.base import LLMError
 from conversations.models import Conversation, Message
-
-if TYPE_CHECKING:
-    pass
+from conversations.text import strip_nul
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,7 +39,7 @@ TITLE_INSTRUCTION = (
 
 def clean_title(text: str) -> str:
     """A model's answer made into a title: one line, no quotes or "Title:", at most 60 chars."""
-    lines = [line.strip() for line in text.replace("\x00", "").splitlines() if line.strip()]
+    lines = [line.strip() for line in strip_nul(text).splitlines() if line.strip()]
     title = lines[0] if lines else ""
     title = re.sub(r"^[*_#\s]*title\s*[*_]*\s*[:\-–]", "", title, flags=re.IGNORECASE)
     title = title.strip(" \t*_`\"'“”‘’«»").rstrip(".").strip(" \t*_`\"'“”‘’«»")

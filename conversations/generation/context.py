@@ -1,16 +1,13 @@
-"""TODO docstring."""
+"""What the model is sent for a reply: its system prompt and the turns of its branch,
+fitted to the model's context window (see `llm.context`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from conversations import tree
 from conversations.llm import registry as llm
-from conversations.llm.context import ReplyContext, _fit
+from conversations.llm.context import ReplyContext, fit
 from conversations.models import Message
-from conversations.tree import _path_to
-
-if TYPE_CHECKING:
-    pass
 
 
 def model_context(*, reply: Message) -> list[dict[str, str]]:
@@ -34,7 +31,7 @@ def reply_context(*, reply: Message) -> ReplyContext:
     start = by_id.get(reply.parent_id) if reply.parent_id is not None else None
     turns = [
         {"role": message.role, "content": message.content}
-        for message in _path_to(start, by_id)
+        for message in tree.path_to(start, by_id)
         if message.role == Message.Role.USER
         or (message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content)
     ]
@@ -42,4 +39,4 @@ def reply_context(*, reply: Message) -> ReplyContext:
     if reply.system_prompt.strip():
         system.append({"role": "system", "content": reply.system_prompt})
     model = reply.model or llm.default_model()
-    return _fit(system, turns, model=model, max_tokens=reply.max_tokens)
+    return fit(system, turns, model=model, max_tokens=reply.max_tokens)

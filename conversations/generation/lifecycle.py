@@ -26,6 +26,7 @@ from conversations.generation.runner import LiveReply, on_db_thread, runner
 from conversations.llm import registry as llm
 from conversations.llm.base import LLMError
 from conversations.models import Conversation, Message
+from conversations.text import strip_nul
 
 if TYPE_CHECKING:
     pass
@@ -180,12 +181,12 @@ def _record_end(
         already_ended = reply.status in Message.FINISHED
         if not already_ended:
             reply.status = status
-            reply.error = error.replace("\x00", "")
+            reply.error = strip_nul(error)
         reply.stop_requested = False
         grew = len(progress.text) > len(reply.content)
         if grew:
             reply.content = progress.text
-        reply.model = (progress.model or reply.model).replace("\x00", "")
+        reply.model = strip_nul(progress.model or reply.model)
         reply.prompt_tokens = progress.prompt_tokens
         reply.completion_tokens = progress.completion_tokens
         reply.ttft_ms = progress.ttft_ms

@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""Full-text search over a user's own titles and messages (SQLite FTS5, PostgreSQL GIN).
+
+Every word is required and the last also matches as a prefix; user input is always
+quoted, so no operator syntax leaks. Snippets are escaped, matches wrapped in <mark>.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Writes on whole conversations: rename and delete (which stops a reply still being
+written and logs the deletion).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The sidebar: a user's conversations, most recently active first, a keyset-paged
+page at a time, grouped by day (Today, Yesterday, …) in TIME_ZONE.
+"""
 
 from __future__ import annotations
 

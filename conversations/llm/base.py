@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+# Re-exported: backends import nothing of the project but this module.
+from conversations.text import strip_nul as strip_nul
+
 
 class LLMError(Exception):
     """A model call failed; `user_message` is safe and useful to show in the chat."""
@@ -18,7 +21,7 @@ class LLMError(Exception):
 
     def __init__(self, user_message: str | None = None) -> None:
         # Provider text can hold NUL, which PostgreSQL refuses to store.
-        self.user_message = (user_message or self.default_message).replace("\x00", "")
+        self.user_message = strip_nul(user_message or self.default_message)
         super().__init__(self.user_message)
 
 

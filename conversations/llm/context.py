@@ -1,16 +1,13 @@
-"""TODO docstring."""
+"""The prompt budget and fitting it: leave out the oldest whole turns until the rest fits
+the model's context window. Pure: counting goes through `registry.count_tokens`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from conversations.llm import registry as llm
-from conversations.models import Message
-
-if TYPE_CHECKING:
-    pass
 
 TRUNCATED_NOTE = "[The start of this message was left out to fit the model's context window.]\n\n…"
 
@@ -32,7 +29,7 @@ def prompt_budget(*, model: str, max_tokens: int | None) -> int:
     return window - min(reserve, window // 2)
 
 
-def _fit(
+def fit(
     system: list[dict[str, str]],
     turns: list[dict[str, str]],
     *,
@@ -52,7 +49,7 @@ def _fit(
     if not turns or fits(system + turns):
         return ReplyContext(system + turns, 0)
     # Turns start at each user message; the last one (the question answered) always stays.
-    starts = [i for i, turn in enumerate(turns) if turn["role"] == Message.Role.USER and i > 0]
+    starts = [i for i, turn in enumerate(turns) if turn["role"] == "user" and i > 0]
     cuts = sorted({0, *starts, len(turns) - 1})
     # Fewest turns left out that fits: the count shrinks as more are left out (bisect).
     low, high = min(1, len(cuts) - 1), len(cuts) - 1

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.shortcuts import get_object_or_404
-
 from conversations.models import ImportJob
 
 if TYPE_CHECKING:
@@ -13,8 +11,8 @@ if TYPE_CHECKING:
 
 
 def import_job_get(*, user: User, job_id: int) -> ImportJob:
-    """The user's import job, or 404 — also for other users' ids."""
-    return get_object_or_404(ImportJob, pk=job_id, owner=user)
+    """The user's import job; ImportJob.DoesNotExist also for other users' ids."""
+    return ImportJob.objects.get(pk=job_id, owner=user)
 
 
 def import_jobs_recent(*, user: User, limit: int = 10) -> list[ImportJob]:

@@ -4,7 +4,6 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -22,7 +21,7 @@ from conversations.forms import ConversationSettingsForm, EditForm, MessageForm
 from conversations.generation import lifecycle
 from conversations.history import sidebar as history_sidebar
 from conversations.models import Conversation, Message
-from conversations.options import ConversationSettings, conversation_defaults
+from conversations.options import ConversationSettings
 
 if TYPE_CHECKING:
     from django_htmx.middleware import HtmxDetails
@@ -32,7 +31,7 @@ TEMPLATE = "conversations/chat.html"
 
 
 class Request(HttpRequest):
-    """What the views behind @login_required get: HtmxMiddleware's details and a real user."""
+    """What views get: HtmxMiddleware's details and a real user (LoginRequiredMiddleware)."""
 
     htmx: HtmxDetails
     user: User
@@ -63,13 +62,11 @@ def _page_context(
     }
 
 
-@login_required
 @require_GET
 def chat(request: Request) -> HttpResponse:
     return render(request, TEMPLATE, _page_context(request, None))
 
 
-@login_required
 @require_GET
 def conversation(request: Request, conversation_id: int) -> HttpResponse:
     """The conversation; with `?m=<id>` (a search result) the branch holding that message.
@@ -105,7 +102,6 @@ def _composer_error(
     return render(request, TEMPLATE, context, status=status)
 
 
-@login_required
 @require_POST
 def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
     conv = (
@@ -119,7 +115,7 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
     settings_valid = settings_form is None or settings_form.is_valid()
     if not form.is_valid() or not settings_valid:
         return _composer_error(request, conv, form, status=422, settings_form=settings_form)
-    defaults = conversation_defaults()
+    defaults = chat_services.conversation_defaults()
     try:
         new_conv, question, reply = chat_services.message_send(
             user=request.user,
@@ -181,7 +177,6 @@ def render_message(message_id: int, request: HttpRequest | None = None) -> str:
     )
 
 
-@login_required
 @require_POST
 def stop(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     reply = selectors.message_get(
@@ -191,7 +186,6 @@ def stop(request: Request, conversation_id: int, message_id: int) -> HttpRespons
     return _message_response(request, reply)
 
 
-@login_required
 @require_POST
 def retry(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     """Regenerate the last reply (Retry, for a failed one): the old one stays an alternative."""
@@ -227,7 +221,6 @@ def _thread_response(request: Request, conversation_id: int) -> HttpResponse:
     return reswap(retarget(HttpResponse(html), "#thread"), "innerHTML")
 
 
-@login_required
 @require_GET
 def message(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     """One message as shown in the thread (htmx: cancelling an edit); the page without JS."""
@@ -237,7 +230,6 @@ def message(request: Request, conversation_id: int, message_id: int) -> HttpResp
     return _message_response(request, found)
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def edit(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     """A user message sent again with new text, as an alternative: the form, then the send."""
@@ -279,7 +271,6 @@ def _edit_form(request: Request, original: Message, form: EditForm, status: int)
     return render(request, TEMPLATE, context, status=status)
 
 
-@login_required
 @require_POST
 def show(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     """Switch to another version of a message: show its branch (most recent continuation)."""
@@ -295,7 +286,6 @@ def show(request: Request, conversation_id: int, message_id: int) -> HttpRespons
     return _thread_response(request, conversation_id)
 
 
-@login_required
 @require_POST
 def conversation_settings(request: Request, conversation_id: int) -> HttpResponse:
     """Change the model and generation settings of the conversation's next replies."""

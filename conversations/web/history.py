@@ -1,11 +1,10 @@
-"""TODO docstring."""
+"""Views of the history: the sidebar's next page, rename, delete, the automatic
+title's arrival, and search.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,9 +22,6 @@ from conversations.history import sidebar
 from conversations.models import Conversation
 from conversations.web.chat import TEMPLATE, Request, _page_context
 
-if TYPE_CHECKING:
-    pass
-
 HISTORY = "conversations/history.html"
 
 
@@ -36,7 +32,6 @@ def _title_changed(response: HttpResponse, conversation: Conversation) -> HttpRe
     )
 
 
-@login_required
 @require_GET
 def older_conversations(request: Request) -> HttpResponse:
     """The next page of the sidebar: list items for htmx, the whole page without it."""
@@ -46,7 +41,6 @@ def older_conversations(request: Request) -> HttpResponse:
     return render(request, TEMPLATE, _page_context(request, None, sidebar=page))
 
 
-@login_required
 @require_POST
 def rename(request: Request, conversation_id: int) -> HttpResponse:
     conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
@@ -64,7 +58,6 @@ def rename(request: Request, conversation_id: int) -> HttpResponse:
     return _title_changed(response, conv)
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def delete(request: Request, conversation_id: int) -> HttpResponse:
     """GET: a confirmation page (works without JavaScript). POST: delete, go to a new chat."""
@@ -81,7 +74,6 @@ def delete(request: Request, conversation_id: int) -> HttpResponse:
     return redirect("chat")
 
 
-@login_required
 @require_GET
 def conversation_title(request: Request, conversation_id: int) -> HttpResponse:
     """The title, once an automatic title being generated for it is settled (for htmx)."""
@@ -94,7 +86,6 @@ def conversation_title(request: Request, conversation_id: int) -> HttpResponse:
     return _title_changed(HttpResponse(""), conv)
 
 
-@login_required
 @require_GET
 def search(request: Request) -> HttpResponse:
     query = fulltext.search_clean(request.GET.get("q", "")).strip()

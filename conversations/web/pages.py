@@ -1,12 +1,13 @@
-"""TODO docstring."""
+"""Pages that are not about one conversation: help, favicon, sign-up, the 400 handler."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import login
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig
@@ -17,13 +18,6 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.views import defaults
 from django.views.decorators.http import require_GET, require_http_methods
-
-if TYPE_CHECKING:
-    pass
-
-
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from conversations.web.chat import TEXT, Request
 
@@ -46,7 +40,6 @@ def readme_section(heading: str) -> str:
     return (body if end == -1 else body[:end]).strip()
 
 
-@login_required
 @require_GET
 def help_models(request: Request) -> HttpResponse:
     """The README's "Connecting a model" section, served by the app (it works offline)."""
@@ -57,12 +50,14 @@ def help_models(request: Request) -> HttpResponse:
     )
 
 
+@login_not_required
 @require_GET
 def favicon(request: HttpRequest) -> HttpResponse:
     """Browsers ask for /favicon.ico on every page (the admin's too): point them at ours."""
     return redirect(static("chatsite/favicon.svg"), permanent=True)
 
 
+@login_not_required
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if not settings.SIGNUP_ENABLED:

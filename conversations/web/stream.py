@@ -1,13 +1,17 @@
-"""TODO docstring."""
+"""A reply's server-sent events: what it wrote so far, then live until it ends.
+
+Events (see `generation.events`): `phase` before the first text, `delta` with each new
+piece of text (its id is the text's length, for `Last-Event-ID`), throttled `render`
+with the Markdown so far as sanitized HTML, and `done` with the finished message.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, StreamingHttpResponse
 from django.utils.html import escape
 
@@ -15,18 +19,15 @@ from conversations.chat import selectors
 from conversations.generation import lifecycle
 from conversations.generation.runner import runner
 from conversations.models import Message
+from conversations.params import parse_id
 from conversations.rendering import render_markdown, render_markdown_uncached
 from conversations.web.chat import render_message
 
 if TYPE_CHECKING:
-    pass
+    from django.contrib.auth.models import User
 
 KEEPALIVE_SECONDS = 15.0
-
-
 DB_POLL_SECONDS = 0.5
-
-
 # A streaming reply is re-rendered as Markdown at most this often.
 RENDER_SECONDS = 0.15
 
@@ -119,18 +120,15 @@ async def reply_stream(request: HttpRequest, conversation_id: int, message_id: i
 
     Watching is all this does: closing it never stops the reply.
     """
-    user = await request.auser()
-    if not user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
+    # Logged in: LoginRequiredMiddleware saw to it.
+    user = cast("User", await request.auser())
     message = await selectors.message_find(
         user=user, conversation_id=conversation_id, message_id=message_id
     )
     if message is None:
         raise Http404("No such reply.")
-    raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
-    # isdigit() accepts "²", which int() refuses; anything but 1-18 ASCII digits means "from 0".
-    valid = raw_offset.isascii() and raw_offset.isdecimal() and len(raw_offset) <= 18
-    offset = int(raw_offset) if valid else 0
+    # Anything but an id-like number (1-18 ASCII digits) means "from the start".
+    offset = parse_id(request.headers.get("Last-Event-ID") or request.GET.get("offset")) or 0
     response = StreamingHttpResponse(
         _reply_events(message, offset), content_type="text/event-stream; charset=utf-8"
     )

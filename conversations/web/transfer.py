@@ -1,26 +1,16 @@
-"""TODO docstring."""
+"""Downloads of a user's conversations and the import page with its jobs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
-
-if TYPE_CHECKING:
-    pass
-
-
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
-from django.core.handlers.asgi import ASGIRequest
-from django.db.models import QuerySet
 
 from conversations.chat import selectors
 from conversations.forms import ImportForm
@@ -30,13 +20,9 @@ from conversations.transfer import selectors as transfer_selectors
 from conversations.transfer.export import EXPORT_FORMATS, FILENAME_PREFIX, export_filename
 from conversations.web.chat import Request
 
-if TYPE_CHECKING:
-    pass
-
 USER_EXPORT_FORMATS = ("markdown", "json")
 
 
-@login_required
 @require_GET
 def export_conversation(request: Request, conversation_id: int, fmt: str) -> StreamingHttpResponse:
     """One of the user's conversations as a Markdown or JSON download (streamed)."""
@@ -51,7 +37,6 @@ def export_conversation(request: Request, conversation_id: int, fmt: str) -> Str
     )
 
 
-@login_required
 @require_GET
 def export_all(request: Request, fmt: str) -> StreamingHttpResponse:
     """Every conversation of the user (and no one else's) as one download (streamed)."""
@@ -65,7 +50,6 @@ def export_all(request: Request, fmt: str) -> StreamingHttpResponse:
 IMPORT_TEMPLATE = "conversations/import.html"
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def import_page(request: Request) -> HttpResponse:
     """Upload an export (ChatGPT's or chatsite's); it is imported in the background."""
@@ -92,7 +76,6 @@ def import_page(request: Request) -> HttpResponse:
     return render(request, IMPORT_TEMPLATE, context, status=status)
 
 
-@login_required
 @require_GET
 def import_job(request: Request, job_id: int) -> HttpResponse:
     """An import's progress, then its report. htmx polls the `job` fragment every second."""

@@ -40,7 +40,7 @@ from typing import Any
 
 from django.conf import settings
 
-from ..base import Chunk, LLMError, NotConfigured
+from ..base import Chunk, LLMError, NotConfigured, strip_nul
 from . import local_engine
 from .local_server import LINE_LIMIT
 
@@ -421,7 +421,7 @@ async def stream_chat(
             elif kind == "text":
                 yield Chunk(
                     model=model,
-                    text=str(event["text"]).replace("\x00", ""),
+                    text=strip_nul(str(event["text"])),
                     prompt_tokens=event["prompt"],
                     completion_tokens=event["completion"],
                 )

@@ -28,6 +28,7 @@ from ..base import (
     StreamBroken,
     TimedOut,
     Unreachable,
+    strip_nul,
 )
 
 # What local servers get as a key: they ignore it, but the SDK insists on one.
@@ -194,7 +195,7 @@ async def stream_chat(
                     delta = choice.delta
                     text = (delta.content or "") + (getattr(delta, "refusal", None) or "")
                     # PostgreSQL cannot store NUL in text; a model can emit it.
-                    text = text.replace("\x00", "")
+                    text = strip_nul(text)
                     if choice.finish_reason:
                         finished = True
                     if text or choice.finish_reason:

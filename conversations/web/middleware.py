@@ -1,14 +1,21 @@
+"""Middleware of the web layer: htmx-aware login redirects, and 404 for rows not found."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.http import HttpRequest
+from django.contrib.auth import middleware as auth_middleware
+from django.core.handlers.exception import response_for_exception
+from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import resolve_url
+from django.utils.deprecation import MiddlewareMixin
 from django_htmx.http import HttpResponseClientRedirect
+
+from conversations.models import Conversation, ImportJob, Message
 
 SyncGetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
@@ -50,3 +57,40 @@ def _client_redirect(request: HttpRequest, response: HttpResponseBase) -> HttpRe
     ):
         return HttpResponseClientRedirect(response["Location"])
     return response
+
+
+class NotFoundMiddleware(MiddlewareMixin):
+    """A conversation, message or import job that is not there — or not the user's — is 404.
+
+    Selectors look rows up by id and owner and raise the model's DoesNotExist; here that
+    becomes the 404 page, for sync and async views alike.
+    """
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponseBase | None:
+        if isinstance(
+            exception, Conversation.DoesNotExist | Message.DoesNotExist | ImportJob.DoesNotExist
+        ):
+            return response_for_exception(request, Http404("Not found."))
+        return None
+
+
+class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
+    """Every page is private unless its view is marked @login_not_required.
+
+    The admin is left to itself: it checks staff status and sends people to its own
+    login page.
+    """
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponseBase | None:
+        match = request.resolver_match
+        if match is not None and match.app_name == "admin":
+            return None
+        return super().process_view(request, view_func, view_args, view_kwargs)
