@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from conversations import tree
 from conversations.models import Conversation, Message, Versions
+from conversations.params import parse_id
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -68,9 +69,8 @@ def shown_leaf_id(*, conversation: Conversation) -> int | None:
 
 def conversation_message(*, conversation: Conversation, message_id: str) -> Message | None:
     """The conversation's message with id `message_id` (a URL parameter), or None."""
-    if not (message_id.isascii() and message_id.isdecimal() and len(message_id) <= 18):
-        return None
-    return conversation.messages.filter(pk=int(message_id)).first()
+    pk = parse_id(message_id)
+    return None if pk is None else conversation.messages.filter(pk=pk).first()
 
 
 def is_shown(*, message: Message, conversation: Conversation) -> bool:

@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Conversation
+from conversations.params import parse_id
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -78,13 +79,12 @@ def _cursor(conversation: Conversation) -> str:
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, int] | None:
-    stamp, _, pk = cursor.partition("-")
-    if not (stamp.isascii() and stamp.isdecimal() and pk.isascii() and pk.isdecimal()):
-        return None
-    if len(stamp) > 18 or len(pk) > 18:
+    raw_stamp, _, raw_pk = cursor.partition("-")
+    stamp, pk = parse_id(raw_stamp), parse_id(raw_pk)
+    if stamp is None or pk is None:
         return None
     try:
-        return _EPOCH + int(stamp) * _MICROSECOND, int(pk)
+        return _EPOCH + stamp * _MICROSECOND, pk
     except OverflowError:
         return None
 

@@ -20,6 +20,7 @@ from conversations.history import search as fulltext
 from conversations.history import services as history
 from conversations.history import sidebar
 from conversations.models import Conversation
+from conversations.params import parse_page
 from conversations.web.chat import TEMPLATE, Request, _page_context
 
 HISTORY = "conversations/history.html"
@@ -89,8 +90,7 @@ def conversation_title(request: Request, conversation_id: int) -> HttpResponse:
 @require_GET
 def search(request: Request) -> HttpResponse:
     query = fulltext.search_clean(request.GET.get("q", "")).strip()
-    raw_page = request.GET.get("page", "1")
-    page = int(raw_page) if raw_page.isascii() and raw_page.isdecimal() and len(raw_page) < 6 else 1
+    page = parse_page(request.GET.get("page"), maximum=fulltext.SEARCH_MAX_PAGE)
     results = fulltext.search(user=request.user, query=query, page=page)
     context = _page_context(request, None) | {"results": results, "search_query": query}
     return render(request, "conversations/search.html", context)
