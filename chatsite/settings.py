@@ -189,6 +189,8 @@ CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful as
 CHAT_SAVE_INTERVAL = env.float("CHAT_SAVE_INTERVAL", default=0.5)
 # A reply still marked streaming with no recorded progress for this long is shown as interrupted.
 CHAT_STALE_AFTER = env.float("CHAT_STALE_AFTER", default=90.0)
+# How often each generating process records such replies as interrupted in the database.
+CHAT_SWEEP_INTERVAL = env.float("CHAT_SWEEP_INTERVAL", default=10.0)
 # How long a no-JavaScript send waits for the reply before redirecting.
 CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
 CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)

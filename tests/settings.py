@@ -32,6 +32,8 @@ os.environ.update(
         "OPENAI_MAX_RETRIES": "0",
         "CHAT_SYSTEM_PROMPT": "You are a test assistant.",
         "CHAT_SAVE_INTERVAL": "0.05",
+        # No sweep behind a test's back: tests that need one call it (or start their own).
+        "CHAT_SWEEP_INTERVAL": "3600",
         # Off unless a test turns it on: a title request would take a scripted fake reply.
         "CHAT_AUTO_TITLE": "false",
         "CHAT_TITLE_TIMEOUT": "3",

@@ -12,6 +12,8 @@ from django.urls import reverse
 from conversations.history import search as fulltext
 from conversations.models import Conversation, Message
 from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.fake_openai import Reply
+from tests.helpers import HTMX, finished, last_reply
 
 pytestmark = pytest.mark.django_db
 
@@ -251,19 +253,63 @@ def test_a_result_opens_the_branch_that_holds_the_message(owner_client, owner):
     [link] = _message_links(_search(owner_client, "zanzibar").content.decode())
     assert link == f"{conversation.get_absolute_url()}?m={hidden.pk}#m-{hidden.pk}"
     response = owner_client.get(link.replace("&amp;", "&"))
-    # Like the version switcher: the branch is shown from now on, at the message.
-    assert response.status_code == 302
-    assert response["Location"] == f"{conversation.get_absolute_url()}#m-{hidden.pk}"
-    html = owner_client.get(response["Location"]).content.decode()
+    # The branch holding the message is shown, at the message...
+    assert response.status_code == 200
+    html = response.content.decode()
     assert f'id="m-{hidden.pk}"' in html
     assert "Zanzibar" in html and "8849 metres" not in html
+    # ...and a message sent from this page follows it.
+    assert f'name="after" value="{hidden.pk}"' in html
+    # A GET changes nothing: the saved branch is still the other one.
+    conversation.refresh_from_db()
+    assert conversation.current_id is None
+    assert "8849 metres" in owner_client.get(conversation.get_absolute_url()).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_sent_from_a_result_follows_the_branch_shown(owner_client, owner, fake_openai):
+    fake_openai.script(Reply(tokens=["Yes."]))
+    conversation, hidden = _hidden_reply(owner)
+    response = owner_client.post(
+        reverse("send", args=[conversation.pk]),
+        {"content": "Is it an island?", "after": str(hidden.pk)},
+        **HTMX,
+    )
+    assert response.status_code == 200
+    question = Message.objects.get(content="Is it an island?")
+    assert question.parent_id == hidden.pk
+    finished(last_reply())
+    # From now on that branch is the one shown.
+    html = owner_client.get(conversation.get_absolute_url()).content.decode()
+    assert "Zanzibar" in html and "Is it an island?" in html and "8849 metres" not in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_after_that_is_not_a_message_of_the_conversation_is_ignored(
+    owner_client, owner, stranger, fake_openai
+):
+    fake_openai.script(Reply(tokens=["Yes."]))
+    conversation, _hidden = _hidden_reply(owner)
+    strangers = MessageFactory(conversation__owner=stranger)
+    shown_leaf = Message.objects.filter(conversation=conversation).latest("created", "id")
+    owner_client.post(
+        reverse("send", args=[conversation.pk]),
+        {"content": "Elsewhere?", "after": str(strangers.pk)},
+        **HTMX,
+    )
+    question = Message.objects.get(content="Elsewhere?")
+    # It follows the saved branch, as if no `after` had been sent.
+    assert question.conversation_id == conversation.pk
+    assert question.parent_id == shown_leaf.pk
+    finished(last_reply())
 
 
 def test_a_result_on_the_shown_branch_changes_nothing(owner_client, owner):
     conversation, hidden = _hidden_reply(owner)
     question = hidden.parent
     response = owner_client.get(conversation.get_absolute_url(), {"m": question.pk})
-    assert response["Location"] == f"{conversation.get_absolute_url()}#m-{question.pk}"
+    assert response.status_code == 200
+    assert 'name="after"' not in response.content.decode()
     conversation.refresh_from_db()
     assert conversation.current_id is None
     assert "8849 metres" in owner_client.get(conversation.get_absolute_url()).content.decode()
@@ -301,6 +347,8 @@ def test_a_result_does_not_switch_away_from_a_reply_being_written(owner_client, 
     writing = ReplyFactory(conversation=conversation, parent=question, status="streaming")
     Conversation.objects.filter(pk=conversation.pk).update(current=writing)
     response = owner_client.get(conversation.get_absolute_url(), {"m": hidden.pk})
-    assert response.status_code == 302
+    assert response.status_code == 200
+    assert f'id="m-{writing.pk}"' in response.content.decode()  # still on screen
+    assert "Zanzibar" not in response.content.decode()
     conversation.refresh_from_db()
     assert conversation.current_id == writing.pk

@@ -13,6 +13,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from conversations.generation import lifecycle
 from conversations.models import Message
 from conversations.rendering import render_markdown
 from tests.factories import MessageFactory, ReplyFactory
@@ -216,6 +217,10 @@ def test_a_reply_left_streaming_by_a_dead_server_shows_as_interrupted(
     assert 'data-status="interrupted"' in page
     assert "Partial before the cra" in page
     assert "Retry</button>" in page
+    # Reads never write: the page only showed it; the sweep records it, text kept.
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STREAMING
+    assert lifecycle.replies_interrupt_stale() == 1
     reply.refresh_from_db()
     assert reply.status == Message.Status.INTERRUPTED
     assert reply.content == "Partial before the cra"
@@ -278,3 +283,29 @@ def test_htmx_send_response_connects_the_reply_to_its_stream(owner_client, fake_
     page = owner_client.get(f"/c/{reply.conversation_id}/", **HTMX).content.decode()
     assert "sse-connect" not in page
     assert 'aria-live="polite" aria-busy="false"' in page
+
+
+def test_a_reply_orphaned_by_a_dead_server_is_recorded_by_the_sweep_on_its_schedule(
+    owner, settings, monkeypatch
+):
+    """Every process that generates sweeps orphaned replies every CHAT_SWEEP_INTERVAL."""
+    from conversations.generation.runner import Runner
+
+    reply = ReplyFactory(conversation__owner=owner, content="Half", status=Message.Status.STREAMING)
+    Message.objects.filter(pk=reply.pk).update(
+        updated=timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER + 1)
+    )
+    schedule = Runner()  # a runner of its own, so the schedule starts in this test
+    monkeypatch.setattr(lifecycle, "runner", schedule)
+    settings.CHAT_SWEEP_INTERVAL = 0.05
+    lifecycle.start_sweeping()
+    lifecycle.start_sweeping()  # once per process, however often it is asked
+    try:
+        deadline = time.monotonic() + 5
+        while Message.objects.get(pk=reply.pk).status != Message.Status.INTERRUPTED:
+            assert time.monotonic() < deadline, "the sweep never ran"
+            time.sleep(0.02)
+    finally:
+        schedule.cancel_every(lifecycle.SWEEP)
+    reply.refresh_from_db()
+    assert reply.content == "Half" and reply.error == lifecycle.INTERRUPTED_ERROR

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from conversations import tree
+from conversations.generation import lifecycle
 from conversations.models import Conversation, Message, Versions
 from conversations.params import parse_id
 
@@ -46,17 +47,24 @@ def message_is_last(*, message: Message) -> bool:
 # query and walked in Python.
 
 
-def thread(*, conversation: Conversation) -> list[Message]:
-    """The branch shown: root to `conversation.current` (or to the newest leaf if unset).
+def thread(*, conversation: Conversation, through: Message | None = None) -> list[Message]:
+    """The branch shown: root to `conversation.current` (or to the newest leaf if unset);
+    with `through`, the branch holding that message instead (its newest continuation).
 
-    Each message gets `versions`: its place among its alternatives. One query.
+    Each message gets `versions`: its place among its alternatives; an orphaned reply
+    shows as interrupted (`lifecycle.as_seen`). One query.
     """
     messages = list(conversation.messages.all())
     children = tree.children(messages)
-    leaf = tree.shown_leaf(conversation, messages, children)
-    path = tree.path_to(leaf, {m.pk: m for m in messages})
+    by_id = {m.pk: m for m in messages}
+    if through is not None and through.pk in by_id:
+        leaf: Message | None = tree.newest_leaf_under(by_id[through.pk], children)
+    else:
+        leaf = tree.shown_leaf(conversation, messages, children)
+    path = tree.path_to(leaf, by_id)
     for message in path:
         message.versions = tree.versions(message, children[message.parent_id])
+        lifecycle.as_seen(message)
     return path
 
 

@@ -94,10 +94,12 @@ def message_send(
     conversation: Conversation | None,
     content: str,
     options: ConversationSettings | None = None,
+    after: int | None = None,
 ) -> tuple[Conversation, Message, Message]:
     """Save the user's message (creating the conversation if needed) and start the reply.
 
-    The message follows the last message of the branch shown. A new conversation gets
+    The message follows the last message of the branch saved as shown, or message
+    `after` of this conversation (the page showed another branch). A new conversation gets
     `options` (by default the site's). The message is committed and logged before the
     model is called. Raises `ConversationBusy` if a reply is still being written in this
     conversation.
@@ -116,6 +118,8 @@ def message_send(
     else:
         conversation = _lock_idle(conversation.pk)
         leaf_id = selectors.shown_leaf_id(conversation=conversation)
+        if after is not None and conversation.messages.filter(pk=after).exists():
+            leaf_id = after
     question = Message.objects.create(
         conversation=conversation,
         parent_id=leaf_id,

@@ -47,6 +47,7 @@ FINISH_ATTEMPTS = 5
 
 def reply_start(*, reply: Message) -> LiveReply:
     """Start generating `reply` in the background; idempotent while it runs."""
+    start_sweeping()
     return runner.start(reply.pk, _generate)
 
 
@@ -99,15 +100,49 @@ def _end_orphan(reply: Message, *, status: str, error: str) -> bool:
     return bool(changed)
 
 
-def replies_interrupt_stale(*, conversation: Conversation) -> int:
-    """Mark replies whose generator died (no progress for CHAT_STALE_AFTER) as interrupted."""
+def is_orphan(message: Message) -> bool:
+    """In flight, but with no progress for CHAT_STALE_AFTER and not generated here: its
+    generator died (a crashed or restarted server)."""
     cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER)
-    stale = conversation.messages.filter(status__in=Message.IN_FLIGHT, updated__lt=cutoff)
+    return message.is_in_flight and message.updated < cutoff and runner.get(message.pk) is None
+
+
+def as_seen(message: Message) -> Message:
+    """`message` as people should see it: an orphaned reply shows as interrupted.
+
+    Only in memory — reads never write; `replies_interrupt_stale` records it, on a schedule
+    (`start_sweeping`) and before any change to the conversation.
+    """
+    if is_orphan(message):
+        message.status, message.error = Message.Status.INTERRUPTED, INTERRUPTED_ERROR
+    return message
+
+
+def replies_interrupt_stale(*, conversation: Conversation | None = None) -> int:
+    """Record orphaned replies (see `is_orphan`) as interrupted, of one conversation or all."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER)
+    stale = Message.objects.filter(status__in=Message.IN_FLIGHT, updated__lt=cutoff)
+    if conversation is not None:
+        stale = stale.filter(conversation=conversation)
     return sum(
         _end_orphan(message, status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR)
-        for message in stale
+        for message in stale.select_related("conversation__owner")
         if runner.get(message.pk) is None
     )
+
+
+SWEEP = "stale-replies"
+
+
+def start_sweeping() -> None:
+    """Record orphaned replies as interrupted every CHAT_SWEEP_INTERVAL seconds (once)."""
+    runner.every(settings.CHAT_SWEEP_INTERVAL, _sweep, name=SWEEP)
+
+
+@on_db_thread
+def _sweep() -> None:
+    close_old_connections()
+    replies_interrupt_stale()
 
 
 # --- Generation (runs on the runner's loop; database work on its DB thread) ----------
@@ -320,15 +355,12 @@ async def _uncancellable(awaitable: Awaitable[T]) -> T:
     return future.result()
 
 
-def reply_refresh(*, message_id: int) -> Message:
-    """The reply as the database has it now, ended as interrupted if its generator died."""
-    message = Message.objects.select_related("conversation__owner").get(pk=message_id)
-    if message.is_in_flight:
-        replies_interrupt_stale(conversation=message.conversation)
-        message.refresh_from_db()
+def reply_read(*, message_id: int) -> Message:
+    """The reply as the database has it now, as people should see it (`as_seen`)."""
+    message = Message.objects.get(pk=message_id)
     # A watcher may follow a reply for minutes: it holds no database connection meanwhile.
     close_old_connections()
-    return message
+    return as_seen(message)
 
 
 def replies_interrupt_live() -> int:

@@ -121,6 +121,9 @@ class Runner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # Follow-up work started with spawn() (a conversation's automatic title) and not done.
         self._extra = 0
+        # Work repeated on a schedule (every()), by name, and its tasks (kept referenced).
+        self._schedules: set[str] = set()
+        self._repeating: dict[str, asyncio.Task[None]] = {}
         # Database work for generations runs here, one query at a time, off the loop.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
 
@@ -218,6 +221,44 @@ class Runner:
 
         future.add_done_callback(done)
         return future
+
+    def every(self, seconds: float, fn: Callable[[], object], *, name: str) -> None:
+        """Run `fn` on the DB thread every `seconds` while the process lives; once per name.
+
+        Not follow-up work: `wait_idle` does not wait for it; `cancel_every` ends it.
+        """
+        with self._lock:
+            if name in self._schedules:
+                return
+            self._schedules.add(name)
+        loop = self._ensure_loop()
+
+        async def repeat() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await self.db(fn)
+                except Exception:
+                    logger.exception("Scheduled %s failed; trying again later", name)
+
+        def begin() -> None:
+            self._repeating[name] = loop.create_task(repeat())
+
+        loop.call_soon_threadsafe(begin)
+
+    def cancel_every(self, name: str) -> None:
+        """End the schedule `name` (see `every`)."""
+        with self._lock:
+            self._schedules.discard(name)
+            loop = self._loop
+        if loop is not None:
+
+            def cancel() -> None:
+                task = self._repeating.pop(name, None)
+                if task is not None:
+                    task.cancel()
+
+            loop.call_soon_threadsafe(cancel)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until no generation (nor spawned task) runs here (tests and shutdown use it)."""

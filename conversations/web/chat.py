@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -22,6 +21,7 @@ from conversations.generation import lifecycle
 from conversations.history import sidebar as history_sidebar
 from conversations.models import Conversation, Message
 from conversations.options import ConversationSettings
+from conversations.params import parse_id
 
 if TYPE_CHECKING:
     from django_htmx.middleware import HtmxDetails
@@ -46,12 +46,14 @@ def _page_context(
     form: MessageForm | None = None,
     sidebar: history_sidebar.ConversationPage | None = None,
     settings_form: ConversationSettingsForm | None = None,
+    through: Message | None = None,
 ) -> dict[str, Any]:
     thread: list[Message] = []
     if conversation is not None:
-        lifecycle.replies_interrupt_stale(conversation=conversation)
-        thread = selectors.thread(conversation=conversation)
+        thread = selectors.thread(conversation=conversation, through=through)
     return {
+        # Shown through ?m= rather than the saved branch: a message sent follows it.
+        "after": thread[-1].pk if through is not None and thread else None,
         "conversation": conversation,
         "sidebar": sidebar or history_sidebar.conversation_list(user=request.user),
         "thread": thread,
@@ -71,20 +73,21 @@ def chat(request: Request) -> HttpResponse:
 def conversation(request: Request, conversation_id: int) -> HttpResponse:
     """The conversation; with `?m=<id>` (a search result) the branch holding that message.
 
-    Opening a message of another branch switches to it as the version switcher does, then
-    redirects to the plain URL (a reload must not switch back). An `m` that is not a
-    message of this conversation is ignored.
+    Only shown, never saved (a GET changes nothing): the branch saved stays until the
+    user acts on the one shown — a message sent from it follows its last message. While
+    a reply is being written, the saved branch stays on screen, with its Stop button.
+    An `m` that is not a message of this conversation is ignored.
     """
     conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
     target = selectors.conversation_message(conversation=conv, message_id=request.GET.get("m", ""))
-    if target is not None:
-        # While a reply is being written it stays on screen (ConversationBusy), as with
-        # the switcher.
-        if not selectors.is_shown(message=target, conversation=conv):
-            with contextlib.suppress(chat_services.ConversationBusy):
-                chat_services.conversation_show(message=target)
-        return redirect(f"{conv.get_absolute_url()}#m-{target.pk}")
-    return render(request, TEMPLATE, _page_context(request, conv))
+    through = None
+    if (
+        target is not None
+        and not selectors.is_shown(message=target, conversation=conv)
+        and selectors.in_flight_reply(conversation=conv) is None
+    ):
+        through = target
+    return render(request, TEMPLATE, _page_context(request, conv, through=through))
 
 
 def _composer_error(
@@ -96,6 +99,8 @@ def _composer_error(
 ) -> HttpResponse:
     """Refused input: the composer with its error inline (HTMX), or the page (no JS)."""
     context = _page_context(request, conversation, form, settings_form=settings_form)
+    # The branch the page showed, so that the message, once fixed, still follows it.
+    context["after"] = parse_id(request.POST.get("after"))
     if request.htmx:
         response = render(request, f"{TEMPLATE}#composer", context, status=status)
         return reswap(retarget(response, "#composer"), "outerHTML")
@@ -120,6 +125,7 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
         new_conv, question, reply = chat_services.message_send(
             user=request.user,
             conversation=conv,
+            after=parse_id(request.POST.get("after")),
             content=form.cleaned_data["content"],
             options=settings_form.options(defaults=defaults) if settings_form else None,
         )
@@ -163,7 +169,7 @@ def _message_response(request: Request, message: Message) -> HttpResponse:
 
 
 def render_message(message_id: int, request: HttpRequest | None = None) -> str:
-    message = Message.objects.get(pk=message_id)
+    message = lifecycle.as_seen(Message.objects.get(pk=message_id))
     message.versions = selectors.message_versions(message=message)
     is_last = selectors.message_is_last(message=message)
     return render_to_string(
