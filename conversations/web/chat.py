@@ -17,7 +17,7 @@ from django_htmx.http import (
 from conversations.chat import selectors, titles
 from conversations.chat import services as chat_services
 from conversations.forms import ConversationSettingsForm, EditForm, MessageForm
-from conversations.generation import lifecycle
+from conversations.generation import events, lifecycle
 from conversations.history import sidebar as history_sidebar
 from conversations.models import Conversation, Message
 from conversations.options import ConversationSettings
@@ -178,6 +178,7 @@ def render_message(message_id: int, request: HttpRequest | None = None) -> str:
             "message": message,
             "last_id": message.pk if is_last else None,
             "title_poll": titles.title_may_change(message=message),
+            "sse": events.names(),  # also without a request (the stream's `done`)
         },
         request=request,
     )

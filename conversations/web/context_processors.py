@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
+from conversations.generation import events
 from conversations.llm import registry as llm
 
 
@@ -13,4 +14,6 @@ def chat(request: HttpRequest) -> dict[str, Any]:
         "llm_configured": llm.is_configured(),
         "default_model": llm.default_model(),
         "signup_enabled": settings.SIGNUP_ENABLED,
+        # The stream's event names, for sse-swap attributes and chat.js (one definition).
+        "sse": events.names(),
     }

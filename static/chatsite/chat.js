@@ -102,7 +102,7 @@
 
   // The first piece of text shown turns a pending reply into a streaming one.
   document.addEventListener("htmx:sseMessage", function (event) {
-    if (event.detail.type !== "render" || !event.detail.data) return;
+    if (event.detail.type !== document.body.dataset.sseRender || !event.detail.data) return;
     var article = event.target.closest("article[data-status]");
     if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
   });
@@ -136,7 +136,7 @@
 
   // A streamed reply is replaced whole when it ends: keep the focus of whoever is on it.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
-    if (event.detail.type !== "done") return;
+    if (event.detail.type !== document.body.dataset.sseDone) return;
     var focused = document.activeElement;
     var article = focused && focused.closest ? focused.closest("#thread > article") : null;
     if (!article) return;

@@ -1,0 +1,38 @@
+"""The one vocabulary of a reply's stream events, and the words of its phases.
+
+`web.stream` produces them; templates (through the `sse` context variable) and
+static/chatsite/chat.js (through the `data-sse-*` attributes of <body>) read their names
+from here, so a name is written once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class StreamEvent(StrEnum):
+    """Server-sent event names of `/c/<id>/m/<id>/stream/`."""
+
+    # What the reply waits for before its first text (queued, loading the model…).
+    PHASE = "phase"
+    # New text, escaped; the event id is the length so far (to resume from Last-Event-ID).
+    DELTA = "delta"
+    # The whole reply so far as sanitized HTML (throttled).
+    RENDER = "render"
+    # The finished message's HTML; the stream ends.
+    DONE = "done"
+
+
+def names() -> dict[str, str]:
+    """{"phase": "phase", …}: for templates, which must not call an Enum class."""
+    return {event.name.lower(): event.value for event in StreamEvent}
+
+
+def phase_text(phase: str, ahead: int) -> str:
+    """What a reply is waiting for, in words ("" once it writes)."""
+    if phase == "queued":
+        waiting = f"{ahead} other {'reply' if ahead == 1 else 'replies'} first" if ahead else "next"
+        return f"Queued: the model is busy with other replies (this one is {waiting})…"
+    if phase == "loading":
+        return "Loading the model (the first reply after a start takes a moment)…"
+    return "Thinking…" if phase else ""
