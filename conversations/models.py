@@ -102,6 +102,9 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True)
     total_ms = models.PositiveIntegerField("total time (ms)", null=True, blank=True)
+    # Why the model stopped, as the backend said it: "stop", "length" (the maximum length
+    # was reached), "content_filter"…; empty while writing or when it never said.
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
     # Stop pressed in a process other than the one generating: that one stops at its next tick.
     stop_requested = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
@@ -121,6 +124,11 @@ class Message(models.Model):
     @property
     def is_in_flight(self) -> bool:
         return self.status in self.IN_FLIGHT
+
+    @property
+    def hit_length_limit(self) -> bool:
+        """The model stopped because the reply reached its maximum length."""
+        return self.finish_reason == "length" and not self.is_in_flight
 
     @property
     def is_retryable(self) -> bool:

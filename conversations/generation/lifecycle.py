@@ -156,6 +156,7 @@ class _Progress:
     ttft_ms: int | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str = ""
     saved: tuple[int, str] = (0, Message.Status.PENDING)
     saved_at: float = field(default_factory=time.monotonic)
 
@@ -226,6 +227,7 @@ def _record_end(
         reply.completion_tokens = progress.completion_tokens
         reply.ttft_ms = progress.ttft_ms
         reply.total_ms = total_ms
+        reply.finish_reason = strip_nul(progress.finish_reason)[:32]
         reply.save()
     # Whoever ended it elsewhere (a stale sweep, an unanswered Stop) logged it already,
     # but with the text it had then: a longer one is logged again, so the log keeps it.
@@ -297,6 +299,8 @@ async def _generate(live: LiveReply) -> None:
                     progress.model = chunk.model
                 if chunk.phase:
                     live.update(phase=chunk.phase, ahead=chunk.ahead)
+                if chunk.finish_reason:
+                    progress.finish_reason = chunk.finish_reason
                 if chunk.prompt_tokens is not None:
                     progress.prompt_tokens = chunk.prompt_tokens
                     progress.completion_tokens = chunk.completion_tokens

@@ -58,7 +58,6 @@ def _page_context(
         "sidebar": sidebar or history_sidebar.conversation_list(user=request.user),
         "thread": thread,
         "last_id": thread[-1].pk if thread else None,
-        "busy": any(m.is_in_flight for m in thread),
         "form": form or MessageForm(),
         "settings_form": settings_form or ConversationSettingsForm.for_conversation(conversation),
     }
