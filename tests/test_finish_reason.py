@@ -32,3 +32,18 @@ def test_a_reply_that_ended_by_itself_has_no_length_note(owner_client, fake_open
     assert reply.finish_reason == "stop" and not reply.hit_length_limit
     page = owner_client.get(reply.conversation.get_absolute_url()).content.decode()
     assert "maximum length" not in page
+
+
+def test_the_column_added_for_it_keeps_the_full_text_triggers_on_sqlite():
+    """SQLite rebuilds a table to add a column, which drops its triggers: 0005 restores them."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the triggers are SQLite's (PostgreSQL uses GIN indexes)")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s",
+            ["conversations_message"],
+        )
+        names = {row[0] for row in cursor.fetchall()}
+    assert {f"conversations_message_fts_{n}" for n in ("ai", "ad", "au")} <= names

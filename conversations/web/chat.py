@@ -2,8 +2,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
-from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -22,25 +20,16 @@ from conversations.history import sidebar as history_sidebar
 from conversations.models import Conversation, Message
 from conversations.options import ConversationSettings
 from conversations.params import parse_id
+from conversations.web.htmx import TEXT, Request, after_reply, busy_answer
 
 if TYPE_CHECKING:
-    from django_htmx.middleware import HtmxDetails
+    pass
 
 
 TEMPLATE = "conversations/chat.html"
 
 
-class Request(HttpRequest):
-    """What views get: HtmxMiddleware's details and a real user (LoginRequiredMiddleware)."""
-
-    htmx: HtmxDetails
-    user: User
-
-
-TEXT = "text/plain; charset=utf-8"
-
-
-def _page_context(
+def page_context(
     request: Request,
     conversation: Conversation | None,
     form: MessageForm | None = None,
@@ -65,7 +54,7 @@ def _page_context(
 
 @require_GET
 def chat(request: Request) -> HttpResponse:
-    return render(request, TEMPLATE, _page_context(request, None))
+    return render(request, TEMPLATE, page_context(request, None))
 
 
 @require_GET
@@ -86,7 +75,7 @@ def conversation(request: Request, conversation_id: int) -> HttpResponse:
         and selectors.in_flight_reply(conversation=conv) is None
     ):
         through = target
-    return render(request, TEMPLATE, _page_context(request, conv, through=through))
+    return render(request, TEMPLATE, page_context(request, conv, through=through))
 
 
 def _composer_error(
@@ -97,7 +86,7 @@ def _composer_error(
     settings_form: ConversationSettingsForm | None = None,
 ) -> HttpResponse:
     """Refused input: the composer with its error inline (HTMX), or the page (no JS)."""
-    context = _page_context(request, conversation, form, settings_form=settings_form)
+    context = page_context(request, conversation, form, settings_form=settings_form)
     # The branch the page showed, so that the message, once fixed, still follows it.
     context["after"] = parse_id(request.POST.get("after"))
     if request.htmx:
@@ -133,13 +122,11 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
         return _composer_error(request, conv, form, status=409)
 
     if not request.htmx:
-        # Without JavaScript there is no stream to watch: answer once the reply is done.
-        lifecycle.reply_wait(reply=reply, timeout=settings.CHAT_NOJS_WAIT)
-        return redirect(new_conv)
+        return after_reply(reply, new_conv)
 
     if conv is None:
         # The first message: show the whole new conversation and move the URL to it.
-        context = _page_context(request, new_conv)
+        context = page_context(request, new_conv)
         html = render_to_string(f"{TEMPLATE}#chat", context, request=request)
         response = HttpResponse(html + _sidebar_oob(request, new_conv))
         response = reswap(retarget(response, "#chat"), "innerHTML")
@@ -203,19 +190,13 @@ def retry(request: Request, conversation_id: int, message_id: int) -> HttpRespon
     except chat_services.NotRetryable as exc:
         return HttpResponse(exc.message, status=400, content_type=TEXT)
     except chat_services.ConversationBusy as exc:
-        return _busy(exc)
+        return busy_answer(exc.message)
     if not request.htmx:
-        lifecycle.reply_wait(reply=new, timeout=settings.CHAT_NOJS_WAIT)
-        return redirect(reply.conversation)
+        return after_reply(new, reply.conversation)
     return _thread_response(request, reply.conversation_id)
 
 
 # --- Branches: edit, switch versions; settings --------------------------------------
-
-
-def _busy(exc: chat_services.ConversationBusy) -> HttpResponse:
-    busy = HttpResponse(exc.message, status=409, content_type=TEXT)
-    return reswap(retarget(busy, "#composer-error"), "innerHTML")
 
 
 def _thread_response(request: Request, conversation_id: int) -> HttpResponse:
@@ -256,12 +237,11 @@ def edit(request: Request, conversation_id: int, message_id: int) -> HttpRespons
         )
     except chat_services.ConversationBusy as exc:
         if request.htmx:
-            return _busy(exc)
+            return busy_answer(exc.message)
         form.add_error("content", exc.message)
         return _edit_form(request, original, form, status=409)
     if not request.htmx:
-        lifecycle.reply_wait(reply=reply, timeout=settings.CHAT_NOJS_WAIT)
-        return redirect(original.conversation)
+        return after_reply(reply, original.conversation)
     return _thread_response(request, original.conversation_id)
 
 
@@ -272,7 +252,7 @@ def _edit_form(request: Request, original: Message, form: EditForm, status: int)
         context = {"message": original, "editing": original.pk, "edit_form": form}
         response = render(request, f"{TEMPLATE}#message", context, status=status)
         return reswap(retarget(response, f"#m-{original.pk}"), "outerHTML")
-    context = _page_context(request, original.conversation)
+    context = page_context(request, original.conversation)
     context |= {"editing": original.pk, "edit_form": form}
     return render(request, TEMPLATE, context, status=status)
 
@@ -286,7 +266,7 @@ def show(request: Request, conversation_id: int, message_id: int) -> HttpRespons
     try:
         chat_services.conversation_show(message=target)
     except chat_services.ConversationBusy as exc:
-        return _busy(exc)
+        return busy_answer(exc.message)
     if not request.htmx:
         return redirect(f"{target.conversation.get_absolute_url()}#m-{target.pk}")
     return _thread_response(request, conversation_id)
@@ -315,7 +295,7 @@ def conversation_settings(request: Request, conversation_id: int) -> HttpRespons
     status = 200 if saved else 422
     if request.htmx:
         return render(request, "conversations/settings_panel.html", context, status=status)
-    return render(request, TEMPLATE, _page_context(request, conv) | context, status=status)
+    return render(request, TEMPLATE, page_context(request, conv) | context, status=status)
 
 
 # --- Server-sent events --------------------------------------------------------------

@@ -21,7 +21,8 @@ from conversations.history import services as history
 from conversations.history import sidebar
 from conversations.models import Conversation
 from conversations.params import parse_page
-from conversations.web.chat import TEMPLATE, Request, _page_context
+from conversations.web.chat import TEMPLATE, page_context
+from conversations.web.htmx import Request
 
 HISTORY = "conversations/history.html"
 
@@ -39,7 +40,7 @@ def older_conversations(request: Request) -> HttpResponse:
     page = sidebar.conversation_list(user=request.user, older_than=request.GET.get("before", ""))
     if request.htmx:
         return render(request, f"{TEMPLATE}#sidebar_items", {"sidebar": page})
-    return render(request, TEMPLATE, _page_context(request, None, sidebar=page))
+    return render(request, TEMPLATE, page_context(request, None, sidebar=page))
 
 
 @require_POST
@@ -50,7 +51,7 @@ def rename(request: Request, conversation_id: int) -> HttpResponse:
         if request.htmx:
             context = {"conversation": conv, "rename_form": form}
             return render(request, f"{HISTORY}#header", context, status=422)
-        context = _page_context(request, conv) | {"rename_form": form}
+        context = page_context(request, conv) | {"rename_form": form}
         return render(request, TEMPLATE, context, status=422)
     conv = history.conversation_rename(conversation=conv, title=form.cleaned_data["title"])
     if not request.htmx:
@@ -64,7 +65,7 @@ def delete(request: Request, conversation_id: int) -> HttpResponse:
     """GET: a confirmation page (works without JavaScript). POST: delete, go to a new chat."""
     conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
     if request.method == "GET":
-        context = _page_context(request, None) | {
+        context = page_context(request, None) | {
             "conversation": conv,
             "message_count": conv.messages.count(),
         }
@@ -92,5 +93,5 @@ def search(request: Request) -> HttpResponse:
     query = fulltext.search_clean(request.GET.get("q", "")).strip()
     page = parse_page(request.GET.get("page"), maximum=fulltext.SEARCH_MAX_PAGE)
     results = fulltext.search(user=request.user, query=query, page=page)
-    context = _page_context(request, None) | {"results": results, "search_query": query}
+    context = page_context(request, None) | {"results": results, "search_query": query}
     return render(request, "conversations/search.html", context)

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views import defaults
 from django.views.decorators.http import require_GET, require_http_methods
 
-from conversations.web.chat import TEXT, Request
+from conversations.web.htmx import TEXT, Request
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

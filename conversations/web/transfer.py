@@ -18,7 +18,7 @@ from conversations.models import Conversation
 from conversations.transfer import jobs
 from conversations.transfer import selectors as transfer_selectors
 from conversations.transfer.export import EXPORT_FORMATS, FILENAME_PREFIX, export_filename
-from conversations.web.chat import Request
+from conversations.web.htmx import Request
 
 USER_EXPORT_FORMATS = ("markdown", "json")
 
