@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from conversations.models import Conversation, Message
 from conversations.transfer.export import FORMAT, VERSION
-from conversations.transfer.results import ImportFormatError, ImportResult, Skipped
+from conversations.transfer.results import ImportFormatError, ImportResult, skipped
+from conversations.transfer.saving import EARLIEST, LATEST, clean_text, conversation_create
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -56,14 +57,6 @@ def _load(data: Any) -> dict[str, Any]:
     return data
 
 
-# Dates outside these are taken as corrupt: far-future ones overflow date arithmetic later
-# (the sidebar's grouping), and nothing was written before 1970.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-
-
 def _timestamp(value: Any, what: str) -> datetime:
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None
@@ -79,11 +72,6 @@ def _timestamp(value: Any, what: str) -> datetime:
     if parsed is None or not EARLIEST <= parsed < LATEST:
         raise _Invalid(f"{what} is out of range (1970 to 9000): {value!r}")
     return parsed
-
-
-def clean_text(value: str) -> str:
-    """`value` without NUL characters, which PostgreSQL refuses in text."""
-    return value.replace("\x00", "")
 
 
 def _text(raw: dict[str, Any], key: str, what: str) -> str:
@@ -212,48 +200,15 @@ def _parse_entry(raw: Any) -> _Entry:
 
 
 def _create(entry: _Entry, owner: User) -> None:
-    conversation = entry.conversation
-    messages = [message for _, _, message in entry.messages]
-    # auto_now(_add) overwrites timestamps on save and bulk_create, so they are written
-    # back afterwards with update() / bulk_update(), which leave them alone.
-    stamps = [(conversation.created, conversation.updated)] + [
-        (m.created, m.updated) for m in messages
-    ]
-    conversation.owner = owner
-    conversation.save()
-    created, updated = stamps[0]
-    Conversation.objects.filter(pk=conversation.pk).update(created=created, updated=updated)
-    conversation.created, conversation.updated = created, updated
-    if not messages:
-        return
-    for message in messages:
-        message.conversation = conversation
-    if connection.features.can_return_rows_from_bulk_insert:
-        Message.objects.bulk_create(messages, batch_size=500)
-    else:
-        for message in messages:
-            message.save()
+    entry.conversation.owner = owner
     by_source = {source_id: message for source_id, _, message in entry.messages}
-    for (_, parent_id, message), (created, updated) in zip(entry.messages, stamps[1:], strict=True):
-        message.parent = by_source[parent_id] if parent_id is not None else None
-        message.created, message.updated = created, updated
-    Message.objects.bulk_update(messages, ["parent", "created", "updated"], batch_size=500)
-    if entry.current is not None:
-        conversation.current = by_source[entry.current]
-        Conversation.objects.filter(pk=conversation.pk).update(current=conversation.current)
-
-
-def _skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -> Skipped:
-    info = raw if isinstance(raw, dict) else {}
-    title = info.get("title")
-    messages = info.get("messages")
-    return Skipped(
-        entry=position,
-        title=title if isinstance(title, str) else "",
-        source_id=info.get("id"),
-        messages=len(messages) if isinstance(messages, list) else 0,
-        reason=reason,
-        duplicate=duplicate,
+    conversation_create(
+        entry.conversation,
+        [
+            (message, by_source[parent_id] if parent_id is not None else None)
+            for _, parent_id, message in entry.messages
+        ],
+        current=by_source[entry.current] if entry.current is not None else None,
     )
 
 
@@ -308,7 +263,7 @@ def conversation_import_entry(
         reason = f"unreadable: {exc}"
     except DatabaseError as exc:
         reason = f"the database refused it: {exc}"
-    result.skipped.append(_skipped(position, raw, reason))
+    result.skipped.append(skipped(position, raw, reason))
     return None
 
 
@@ -328,7 +283,7 @@ def _import_entry(
     if target is None:
         if entry.owner is None:
             reason = 'no "owner" username (import it with an owner instead)'
-            result.skipped.append(_skipped(position, raw, reason))
+            result.skipped.append(skipped(position, raw, reason))
             return None
         if entry.owner not in owners:
             owners[entry.owner] = user_model._default_manager.filter(
@@ -337,7 +292,7 @@ def _import_entry(
         target = owners[entry.owner]
         if target is None:
             reason = f"owner {entry.owner!r} does not exist here (import it with an owner)"
-            result.skipped.append(_skipped(position, raw, reason))
+            result.skipped.append(skipped(position, raw, reason))
             return None
 
     same = Conversation.objects.filter(owner=target)
@@ -349,7 +304,7 @@ def _import_entry(
     existing = same.values_list("pk", flat=True).first()
     if existing is not None:
         reason = f"{target.get_username()} already has it (conversation {existing})"
-        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
+        result.skipped.append(skipped(position, raw, reason, duplicate=True))
         return None
 
     try:
@@ -358,7 +313,7 @@ def _import_entry(
     except IntegrityError:
         # The same external id, imported meanwhile by another upload.
         reason = f"{target.get_username()} already has it"
-        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
+        result.skipped.append(skipped(position, raw, reason, duplicate=True))
         return None
     result.conversations_imported += 1
     result.messages_imported += len(entry.messages)
