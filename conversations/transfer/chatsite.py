@@ -1,9 +1,15 @@
-"""TODO docstring."""
+"""chatsite's own JSON export read back (see `export.export_json` for the format).
+
+The export is streamed: its "conversations" are read and imported one at a time
+(`document_import`), so memory stays flat whatever the size of the file.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 
 from conversations.models import Conversation, Message
 from conversations.transfer.export import FORMAT, VERSION
+from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
 from conversations.transfer.results import ImportFormatError, ImportResult, skipped
 from conversations.transfer.saving import EARLIEST, LATEST, clean_text, conversation_create
 
@@ -35,26 +42,6 @@ class _Entry:
     messages: list[tuple[Any, Any, Message]]
     # The source id of the last message of the branch shown (None: the newest).
     current: Any = None
-
-
-def _load(data: Any) -> dict[str, Any]:
-    if hasattr(data, "read"):
-        data = data.read()
-    if isinstance(data, bytes | bytearray | str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise ImportFormatError(f"Not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ImportFormatError(f'Not a chatsite export (no "format": "{FORMAT}").')
-    version = data.get("version")
-    if version != VERSION:
-        raise ImportFormatError(
-            f"Export version {version!r} is not supported; this server reads version {VERSION}."
-        )
-    if not isinstance(data.get("conversations"), list):
-        raise ImportFormatError('"conversations" must be a list.')
-    return data
 
 
 def _timestamp(value: Any, what: str) -> datetime:
@@ -212,11 +199,74 @@ def _create(entry: _Entry, owner: User) -> None:
     )
 
 
+NOT_CHATSITE = f'Not a chatsite export (no "format": "{FORMAT}").'
+NOT_A_LIST = '"conversations" must be a list.'
+# The member of the export's object that is read entry by entry (JSONStream.object_members).
+STREAMED = frozenset({"conversations"})
+
+Imported = Callable[[Conversation, int], None]
+
+
+def header_check(header: dict[str, Any]) -> None:
+    """Raise ImportFormatError unless `header` is that of an export this server reads."""
+    if header.get("format") != FORMAT:
+        raise ImportFormatError(NOT_CHATSITE)
+    version = header.get("version")
+    if version != VERSION:
+        raise ImportFormatError(
+            f"chatsite export version {version!r} is not supported; this server reads "
+            f"version {VERSION}."
+        )
+
+
+def document_import(
+    members: Iterable[tuple[str, Any]],
+    *,
+    owner: User | None,
+    result: ImportResult,
+    start: int = 0,
+    on_imported: Imported | None = None,
+) -> tuple[dict[str, Any], int | None]:
+    """Import a JSON export from its top-level members, its conversations as a stream.
+
+    `members` are those of `JSONStream.object_members(stream=STREAMED)`: "format" and
+    "version" come before "conversations", as the export writes them. Each entry is
+    imported as it is read (see `conversation_import_entry`), numbered from `start` + 1;
+    `on_imported(conversation, messages)` is called for each one created.
+
+    Returns (the other members, the last entry's position), the position None when there
+    was no "conversations" member: the object may be something else (a ChatGPT
+    conversation). Raises ImportFormatError for an export this server cannot read.
+    """
+    header: dict[str, Any] = {}
+    last: int | None = None
+    for key, value in members:
+        if key != "conversations":
+            header[key] = value
+            continue
+        header_check(header)
+        if not isinstance(value, StreamArray):
+            raise ImportFormatError(NOT_A_LIST)
+        owners: dict[str, User | None] = {}
+        last = start
+        for last, raw in enumerate(value.items(), start=start + 1):
+            before = result.messages_imported
+            conversation = conversation_import_entry(
+                raw=raw, position=last, owner=owner, result=result, owners=owners
+            )
+            if conversation is not None and on_imported is not None:
+                on_imported(conversation, result.messages_imported - before)
+        start = last
+    return header, last
+
+
 def conversations_import_json(*, data: Any, owner: User | None = None) -> ImportResult:
     """Recreate the conversations of a JSON export; return what was imported and skipped.
 
-    `data` is the export: a parsed dict, its JSON text (str or bytes), or a file-like
-    object to read it from. Raises ImportFormatError when it is not a chatsite export.
+    `data` is the export: a binary file to stream it from, its JSON text (str or bytes),
+    or a parsed dict. Raises ImportFormatError when it is not a chatsite export. It reads
+    through `document_import`, as the upload page and `import_conversations` do (they
+    go through `jobs.file_import`, which also reads ChatGPT's exports).
 
     Each conversation goes to `owner` if given, else to the user with the username it was
     exported with (an unknown username makes the entry invalid). Titles, settings, every
@@ -231,13 +281,25 @@ def conversations_import_json(*, data: Any, owner: User | None = None) -> Import
     Every entry is imported in a transaction of its own: an invalid entry is skipped,
     whole, with the reason, and the others are imported.
     """
-    document = _load(data)
+    if isinstance(data, str):
+        data = data.encode()
+    if isinstance(data, bytes | bytearray):
+        data = io.BytesIO(data)
+    elif not hasattr(data, "read"):
+        data = io.BytesIO(json.dumps(data).encode())
+    stream = JSONStream(data)
     result = ImportResult()
-    owners: dict[str, User | None] = {}
-    for position, raw in enumerate(document["conversations"], start=1):
-        conversation_import_entry(
-            raw=raw, position=position, owner=owner, result=result, owners=owners
+    try:
+        if stream.first_char() != "{":
+            raise ImportFormatError(NOT_CHATSITE)
+        header, last = document_import(
+            stream.object_members(stream=STREAMED), owner=owner, result=result
         )
+    except JSONStreamError as exc:
+        raise ImportFormatError(str(exc)) from exc
+    if last is None:
+        header_check(header)
+        raise ImportFormatError(NOT_A_LIST)
     return result
 
 
