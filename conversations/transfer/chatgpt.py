@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
-from conversations.transfer.chatsite import EARLIEST, LATEST, clean_text
-from conversations.transfer.results import ImportResult, Skipped
+from conversations.transfer.results import ImportResult, skipped
+from conversations.transfer.saving import EARLIEST, LATEST, clean_text, conversation_create
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -367,63 +367,36 @@ def conversation_model(slug: str) -> str:
 
 
 def _save(parsed: ParsedConversation, owner: User) -> Conversation:
-    conversation = Conversation.objects.create(
+    conversation = Conversation(
         owner=owner,
         title=clean_text(parsed.title),
         title_set_by_user=True,
         model=conversation_model(parsed.model),
         system_prompt=clean_text(parsed.system_prompt),
         external_id=clean_text(parsed.external_id),
+        created=parsed.created,
+        updated=parsed.updated,
     )
-    rows = [
-        Message(
-            conversation=conversation,
+    rows = {
+        id(m): Message(
             role=m.role,
             content=clean_text(m.content),
             status=Message.Status.COMPLETE,
             model=clean_text(m.model),
             external_id=clean_text(m.node_id[:ID_MAX]),
+            created=m.created,
+            updated=m.created,
         )
         for m in parsed.messages
-    ]
-    # Created in time order: threads are ordered by (created, id).
-    order = sorted(range(len(rows)), key=lambda i: parsed.messages[i].created)
-    ordered = [rows[i] for i in order]
-    if connection.features.can_return_rows_from_bulk_insert:
-        Message.objects.bulk_create(ordered, batch_size=500)
-    else:
-        for row in ordered:
-            row.save()
-    saved = {id(m): row for m, row in zip(parsed.messages, rows, strict=True)}
-    # auto_now(_add) overwrote the times; bulk_update writes them back untouched.
-    for m, row in zip(parsed.messages, rows, strict=True):
-        row.parent = saved[id(m.parent)] if m.parent is not None else None
-        row.created = row.updated = m.created
-    Message.objects.bulk_update(rows, ["parent", "created", "updated"], batch_size=500)
-    current = saved[id(parsed.current)] if parsed.current is not None else None
-    Conversation.objects.filter(pk=conversation.pk).update(
-        created=parsed.created, updated=parsed.updated, current=current
-    )
-    conversation.created, conversation.updated, conversation.current = (
-        parsed.created,
-        parsed.updated,
-        current,
+    }
+    # Created in time order (a stable sort: the tree's order for equal times).
+    ordered = sorted(parsed.messages, key=lambda m: m.created)
+    conversation_create(
+        conversation,
+        [(rows[id(m)], rows[id(m.parent)] if m.parent is not None else None) for m in ordered],
+        current=rows[id(parsed.current)] if parsed.current is not None else None,
     )
     return conversation
-
-
-def _skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -> Skipped:
-    info = raw if isinstance(raw, dict) else {}
-    title = info.get("title")
-    mapping = info.get("mapping")
-    return Skipped(
-        entry=position,
-        title=title if isinstance(title, str) else "",
-        source_id=info.get("conversation_id") or info.get("id"),
-        messages=len(mapping) if isinstance(mapping, dict) else 0,
-        reason=reason,
-        duplicate=duplicate,
-    )
 
 
 def conversation_import(
@@ -439,23 +412,23 @@ def conversation_import(
         external_id = clean_text(parsed.external_id)
         existing = Conversation.objects.filter(owner=owner, external_id=external_id)
         if existing.exists():
-            result.skipped.append(_skipped(position, raw, "already imported", duplicate=True))
+            result.skipped.append(skipped(position, raw, "already imported", duplicate=True))
             return None
         with transaction.atomic():
             conversation = _save(parsed, owner)
     except CorruptConversation as exc:
-        result.skipped.append(_skipped(position, raw, str(exc)))
+        result.skipped.append(skipped(position, raw, str(exc)))
         return None
     except IntegrityError:
         # Imported meanwhile by another upload of the same file.
-        result.skipped.append(_skipped(position, raw, "already imported", duplicate=True))
+        result.skipped.append(skipped(position, raw, "already imported", duplicate=True))
         return None
     except (TypeError, ValueError, OverflowError) as exc:
         # Whatever the checks missed: this conversation is unusable, the next may be fine.
-        result.skipped.append(_skipped(position, raw, f"unreadable: {exc}"))
+        result.skipped.append(skipped(position, raw, f"unreadable: {exc}"))
         return None
     except DatabaseError as exc:
-        result.skipped.append(_skipped(position, raw, f"the database refused it: {exc}"))
+        result.skipped.append(skipped(position, raw, f"the database refused it: {exc}"))
         return None
     result.conversations_imported += 1
     result.messages_imported += len(parsed.messages)

@@ -1,22 +1,30 @@
-"""TODO docstring."""
+"""chatsite's own JSON export read back (see `export.export_json` for the format).
+
+The export is streamed: its "conversations" are read and imported one at a time
+(`document_import`), so memory stays flat whatever the size of the file.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from conversations.models import Conversation, Message
 from conversations.transfer.export import FORMAT, VERSION
-from conversations.transfer.results import ImportFormatError, ImportResult, Skipped
+from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
+from conversations.transfer.results import ImportFormatError, ImportResult, skipped
+from conversations.transfer.saving import EARLIEST, LATEST, clean_text, conversation_create
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -36,34 +44,6 @@ class _Entry:
     current: Any = None
 
 
-def _load(data: Any) -> dict[str, Any]:
-    if hasattr(data, "read"):
-        data = data.read()
-    if isinstance(data, bytes | bytearray | str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise ImportFormatError(f"Not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ImportFormatError(f'Not a chatsite export (no "format": "{FORMAT}").')
-    version = data.get("version")
-    if version != VERSION:
-        raise ImportFormatError(
-            f"Export version {version!r} is not supported; this server reads version {VERSION}."
-        )
-    if not isinstance(data.get("conversations"), list):
-        raise ImportFormatError('"conversations" must be a list.')
-    return data
-
-
-# Dates outside these are taken as corrupt: far-future ones overflow date arithmetic later
-# (the sidebar's grouping), and nothing was written before 1970.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-
-
 def _timestamp(value: Any, what: str) -> datetime:
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None
@@ -79,11 +59,6 @@ def _timestamp(value: Any, what: str) -> datetime:
     if parsed is None or not EARLIEST <= parsed < LATEST:
         raise _Invalid(f"{what} is out of range (1970 to 9000): {value!r}")
     return parsed
-
-
-def clean_text(value: str) -> str:
-    """`value` without NUL characters, which PostgreSQL refuses in text."""
-    return value.replace("\x00", "")
 
 
 def _text(raw: dict[str, Any], key: str, what: str) -> str:
@@ -212,56 +187,86 @@ def _parse_entry(raw: Any) -> _Entry:
 
 
 def _create(entry: _Entry, owner: User) -> None:
-    conversation = entry.conversation
-    messages = [message for _, _, message in entry.messages]
-    # auto_now(_add) overwrites timestamps on save and bulk_create, so they are written
-    # back afterwards with update() / bulk_update(), which leave them alone.
-    stamps = [(conversation.created, conversation.updated)] + [
-        (m.created, m.updated) for m in messages
-    ]
-    conversation.owner = owner
-    conversation.save()
-    created, updated = stamps[0]
-    Conversation.objects.filter(pk=conversation.pk).update(created=created, updated=updated)
-    conversation.created, conversation.updated = created, updated
-    if not messages:
-        return
-    for message in messages:
-        message.conversation = conversation
-    if connection.features.can_return_rows_from_bulk_insert:
-        Message.objects.bulk_create(messages, batch_size=500)
-    else:
-        for message in messages:
-            message.save()
+    entry.conversation.owner = owner
     by_source = {source_id: message for source_id, _, message in entry.messages}
-    for (_, parent_id, message), (created, updated) in zip(entry.messages, stamps[1:], strict=True):
-        message.parent = by_source[parent_id] if parent_id is not None else None
-        message.created, message.updated = created, updated
-    Message.objects.bulk_update(messages, ["parent", "created", "updated"], batch_size=500)
-    if entry.current is not None:
-        conversation.current = by_source[entry.current]
-        Conversation.objects.filter(pk=conversation.pk).update(current=conversation.current)
-
-
-def _skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -> Skipped:
-    info = raw if isinstance(raw, dict) else {}
-    title = info.get("title")
-    messages = info.get("messages")
-    return Skipped(
-        entry=position,
-        title=title if isinstance(title, str) else "",
-        source_id=info.get("id"),
-        messages=len(messages) if isinstance(messages, list) else 0,
-        reason=reason,
-        duplicate=duplicate,
+    conversation_create(
+        entry.conversation,
+        [
+            (message, by_source[parent_id] if parent_id is not None else None)
+            for _, parent_id, message in entry.messages
+        ],
+        current=by_source[entry.current] if entry.current is not None else None,
     )
+
+
+NOT_CHATSITE = f'Not a chatsite export (no "format": "{FORMAT}").'
+NOT_A_LIST = '"conversations" must be a list.'
+# The member of the export's object that is read entry by entry (JSONStream.object_members).
+STREAMED = frozenset({"conversations"})
+
+Imported = Callable[[Conversation, int], None]
+
+
+def header_check(header: dict[str, Any]) -> None:
+    """Raise ImportFormatError unless `header` is that of an export this server reads."""
+    if header.get("format") != FORMAT:
+        raise ImportFormatError(NOT_CHATSITE)
+    version = header.get("version")
+    if version != VERSION:
+        raise ImportFormatError(
+            f"chatsite export version {version!r} is not supported; this server reads "
+            f"version {VERSION}."
+        )
+
+
+def document_import(
+    members: Iterable[tuple[str, Any]],
+    *,
+    owner: User | None,
+    result: ImportResult,
+    start: int = 0,
+    on_imported: Imported | None = None,
+) -> tuple[dict[str, Any], int | None]:
+    """Import a JSON export from its top-level members, its conversations as a stream.
+
+    `members` are those of `JSONStream.object_members(stream=STREAMED)`: "format" and
+    "version" come before "conversations", as the export writes them. Each entry is
+    imported as it is read (see `conversation_import_entry`), numbered from `start` + 1;
+    `on_imported(conversation, messages)` is called for each one created.
+
+    Returns (the other members, the last entry's position), the position None when there
+    was no "conversations" member: the object may be something else (a ChatGPT
+    conversation). Raises ImportFormatError for an export this server cannot read.
+    """
+    header: dict[str, Any] = {}
+    last: int | None = None
+    for key, value in members:
+        if key != "conversations":
+            header[key] = value
+            continue
+        header_check(header)
+        if not isinstance(value, StreamArray):
+            raise ImportFormatError(NOT_A_LIST)
+        owners: dict[str, User | None] = {}
+        last = start
+        for last, raw in enumerate(value.items(), start=start + 1):
+            before = result.messages_imported
+            conversation = conversation_import_entry(
+                raw=raw, position=last, owner=owner, result=result, owners=owners
+            )
+            if conversation is not None and on_imported is not None:
+                on_imported(conversation, result.messages_imported - before)
+        start = last
+    return header, last
 
 
 def conversations_import_json(*, data: Any, owner: User | None = None) -> ImportResult:
     """Recreate the conversations of a JSON export; return what was imported and skipped.
 
-    `data` is the export: a parsed dict, its JSON text (str or bytes), or a file-like
-    object to read it from. Raises ImportFormatError when it is not a chatsite export.
+    `data` is the export: a binary file to stream it from, its JSON text (str or bytes),
+    or a parsed dict. Raises ImportFormatError when it is not a chatsite export. It reads
+    through `document_import`, as the upload page and `import_conversations` do (they
+    go through `jobs.file_import`, which also reads ChatGPT's exports).
 
     Each conversation goes to `owner` if given, else to the user with the username it was
     exported with (an unknown username makes the entry invalid). Titles, settings, every
@@ -276,13 +281,25 @@ def conversations_import_json(*, data: Any, owner: User | None = None) -> Import
     Every entry is imported in a transaction of its own: an invalid entry is skipped,
     whole, with the reason, and the others are imported.
     """
-    document = _load(data)
+    if isinstance(data, str):
+        data = data.encode()
+    if isinstance(data, bytes | bytearray):
+        data = io.BytesIO(data)
+    elif not hasattr(data, "read"):
+        data = io.BytesIO(json.dumps(data).encode())
+    stream = JSONStream(data)
     result = ImportResult()
-    owners: dict[str, User | None] = {}
-    for position, raw in enumerate(document["conversations"], start=1):
-        conversation_import_entry(
-            raw=raw, position=position, owner=owner, result=result, owners=owners
+    try:
+        if stream.first_char() != "{":
+            raise ImportFormatError(NOT_CHATSITE)
+        header, last = document_import(
+            stream.object_members(stream=STREAMED), owner=owner, result=result
         )
+    except JSONStreamError as exc:
+        raise ImportFormatError(str(exc)) from exc
+    if last is None:
+        header_check(header)
+        raise ImportFormatError(NOT_A_LIST)
     return result
 
 
@@ -308,7 +325,7 @@ def conversation_import_entry(
         reason = f"unreadable: {exc}"
     except DatabaseError as exc:
         reason = f"the database refused it: {exc}"
-    result.skipped.append(_skipped(position, raw, reason))
+    result.skipped.append(skipped(position, raw, reason))
     return None
 
 
@@ -328,7 +345,7 @@ def _import_entry(
     if target is None:
         if entry.owner is None:
             reason = 'no "owner" username (import it with an owner instead)'
-            result.skipped.append(_skipped(position, raw, reason))
+            result.skipped.append(skipped(position, raw, reason))
             return None
         if entry.owner not in owners:
             owners[entry.owner] = user_model._default_manager.filter(
@@ -337,7 +354,7 @@ def _import_entry(
         target = owners[entry.owner]
         if target is None:
             reason = f"owner {entry.owner!r} does not exist here (import it with an owner)"
-            result.skipped.append(_skipped(position, raw, reason))
+            result.skipped.append(skipped(position, raw, reason))
             return None
 
     same = Conversation.objects.filter(owner=target)
@@ -349,7 +366,7 @@ def _import_entry(
     existing = same.values_list("pk", flat=True).first()
     if existing is not None:
         reason = f"{target.get_username()} already has it (conversation {existing})"
-        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
+        result.skipped.append(skipped(position, raw, reason, duplicate=True))
         return None
 
     try:
@@ -358,7 +375,7 @@ def _import_entry(
     except IntegrityError:
         # The same external id, imported meanwhile by another upload.
         reason = f"{target.get_username()} already has it"
-        result.skipped.append(_skipped(position, raw, reason, duplicate=True))
+        result.skipped.append(skipped(position, raw, reason, duplicate=True))
         return None
     result.conversations_imported += 1
     result.messages_imported += len(entry.messages)

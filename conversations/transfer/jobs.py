@@ -1,4 +1,4 @@
-"""Importing an uploaded export into one user's account, in the background, with progress.
+"""Importing an export file: the one pipeline (`file_import`), and background jobs for uploads.
 
 Accepted files, recognised by their content (not their name):
 
@@ -9,6 +9,8 @@ Accepted files, recognised by their content (not their name):
 
 Nothing is read whole: zip members are read as streams and JSON arrays element by
 element (`jsonstream`), so memory stays flat whatever the size of the file.
+`file_import` is what the upload page, the admin and `manage.py import_conversations`
+all run.
 
 The upload is saved to a temporary file and an `ImportJob` row is created; a thread of
 this process imports it, writing its progress (bytes read, counts) to the row, which the
@@ -38,10 +40,10 @@ from django.utils import timezone
 
 from conversations import chatlog
 from conversations.models import Conversation, ImportJob
-from conversations.transfer import chatgpt, export
+from conversations.transfer import chatgpt
 from conversations.transfer import chatsite as chatsite_json
-from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
-from conversations.transfer.results import ImportResult
+from conversations.transfer.jsonstream import JSONStream, JSONStreamError
+from conversations.transfer.results import ImportFormatError, ImportResult
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -62,8 +64,18 @@ CHATGPT = "chatgpt"
 CHATSITE = "chatsite"
 
 
-class ImportRefused(ValueError):
+class ImportRefused(ImportFormatError):
     """The file cannot be imported at all; the message says why, for the user."""
+
+
+class OwnerRequired(ImportRefused):
+    """A ChatGPT export, imported without an owner: it names no users to give it to."""
+
+
+OWNER_REQUIRED = (
+    "Not a chatsite export but a ChatGPT one, which names no users: its conversations "
+    "need an owner."
+)
 
 
 @dataclass(frozen=True)
@@ -131,58 +143,44 @@ def upload_inspect(path: str) -> Upload:
 Progress = Callable[[int, int, ImportResult], None]
 
 
-def _log(owner: User, conversation: Conversation | None, before: int, result: Any) -> None:
-    if conversation is not None:
-        chatlog.log_import(
-            conversation,
-            username=owner.get_username(),
-            messages=result.messages_imported - before,
-        )
+def _log(conversation: Conversation, messages: int) -> None:
+    chatlog.log_import(conversation, username=conversation.owner.get_username(), messages=messages)
 
 
-def _import_chatgpt(items: Iterable[Any], *, owner: User, result: ImportResult, start: int) -> int:
+def _import_chatgpt(
+    items: Iterable[Any], *, owner: User | None, result: ImportResult, start: int
+) -> int:
+    if owner is None:
+        raise OwnerRequired(OWNER_REQUIRED)
     position = start
     for position, raw in enumerate(items, start=start + 1):
         before = result.messages_imported
         conversation = chatgpt.conversation_import(
             raw=raw, position=position, owner=owner, result=result
         )
-        _log(owner, conversation, before, result)
+        if conversation is not None:
+            _log(conversation, result.messages_imported - before)
     return position
 
 
 def _import_stream(
-    stream: JSONStream, *, owner: User, result: ImportResult, start: int
+    stream: JSONStream, *, owner: User | None, result: ImportResult, start: int
 ) -> tuple[str, int]:
     """Import one JSON document; returns (its format, the last entry position)."""
-    first = stream.first_char()
-    if first == "[":
+    if stream.first_char() == "[":
         items = stream.array_items()
         return CHATGPT, _import_chatgpt(items, owner=owner, result=result, start=start)
-    header: dict[str, Any] = {}
-    for key, value in stream.object_members(stream=frozenset({"conversations"})):
-        if not isinstance(value, StreamArray):
-            header[key] = value
-            continue
-        if header.get("format") != export.FORMAT:
-            raise ImportRefused(_NOT_AN_EXPORT)
-        if header.get("version") != export.VERSION:
-            raise ImportRefused(
-                f"chatsite export version {header.get('version')!r} is not supported; this "
-                f"server reads version {export.VERSION}."
-            )
-        owners: dict[str, User | None] = {}
-        position = start
-        for position, raw in enumerate(value.items(), start=start + 1):
-            before = result.messages_imported
-            conversation = chatsite_json.conversation_import_entry(
-                raw=raw, position=position, owner=owner, result=result, owners=owners
-            )
-            _log(owner, conversation, before, result)
-        header["conversations"] = True
-        start = position
-    if "conversations" in header:
-        return CHATSITE, start
+    members = stream.object_members(stream=chatsite_json.STREAMED)
+    try:
+        header, last = chatsite_json.document_import(
+            members, owner=owner, result=result, start=start, on_imported=_log
+        )
+    except ImportFormatError as exc:
+        # An object with "conversations" but another "format": not ours, say what is.
+        wrong = str(exc) == chatsite_json.NOT_CHATSITE
+        raise ImportRefused(_NOT_AN_EXPORT if wrong else str(exc)) from exc
+    if last is not None:
+        return CHATSITE, last
     if "mapping" in header:
         # One ChatGPT conversation on its own.
         return CHATGPT, _import_chatgpt([header], owner=owner, result=result, start=start)
@@ -190,14 +188,21 @@ def _import_stream(
 
 
 def file_import(
-    *, path: str, owner: User, on_progress: Progress | None = None
+    *, path: str, owner: User | None, on_progress: Progress | None = None
 ) -> tuple[str, ImportResult]:
-    """Import the export at `path` into `owner`'s account; returns (format, result).
+    """Import the export at `path`; returns (format, result). The one way files are imported.
+
+    The upload page, the admin (both through `import_job_create`) and `manage.py
+    import_conversations` come here. Conversations go to `owner`; with None, a chatsite
+    export's go to the users they were exported by, and a ChatGPT export (which names
+    none) raises OwnerRequired before anything is imported.
 
     Each conversation is imported in a transaction of its own, so an error part-way
     (ImportRefused, raised for a file that turns out unreadable) keeps what came before.
     """
     upload = upload_inspect(path)
+    if upload.is_zip and owner is None:
+        raise OwnerRequired(OWNER_REQUIRED)
     result = ImportResult()
     done = 0  # bytes of the members already read
 

@@ -1,16 +1,13 @@
-"""TODO docstring."""
+"""What an import did, shared by every importer: counts, skipped entries, refusals."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 
 class ImportFormatError(ValueError):
-    """The data as a whole is not a chatsite export this version can read."""
+    """The file as a whole is not an export this version can read; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +21,27 @@ class Skipped:
     reason: str
     # True when it was skipped because it is already there, False when it was unusable.
     duplicate: bool
+
+
+def skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -> Skipped:
+    """A `Skipped` for the entry `raw` (of either format), with what can be read of it.
+
+    The id is ChatGPT's `conversation_id` or either format's `id`; the message count is
+    the length of chatsite's `messages` list or of ChatGPT's `mapping` of nodes.
+    """
+    info = raw if isinstance(raw, dict) else {}
+    title = info.get("title")
+    messages = info.get("messages")
+    if not isinstance(messages, list):
+        messages = info.get("mapping")
+    return Skipped(
+        entry=position,
+        title=title if isinstance(title, str) else "",
+        source_id=info.get("conversation_id") or info.get("id"),
+        messages=len(messages) if isinstance(messages, list | dict) else 0,
+        reason=reason,
+        duplicate=duplicate,
+    )
 
 
 @dataclass
