@@ -41,8 +41,9 @@ from django.db import DatabaseError, IntegrityError, transaction
 
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
+from conversations.text import strip_nul
 from conversations.transfer.results import ImportResult, skipped
-from conversations.transfer.saving import EARLIEST, LATEST, clean_text, conversation_create
+from conversations.transfer.saving import EARLIEST, LATEST, conversation_create
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -360,7 +361,7 @@ def conversation_model(slug: str) -> str:
     Otherwise (a local-only install has no `gpt-4o`) the site's default, so it can be
     continued; each imported reply keeps the model that wrote it.
     """
-    slug = clean_text(slug)
+    slug = strip_nul(slug)
     if slug and slug in {option.id for option in llm.available_models()}:
         return slug
     return llm.default_model()
@@ -369,21 +370,21 @@ def conversation_model(slug: str) -> str:
 def _save(parsed: ParsedConversation, owner: User) -> Conversation:
     conversation = Conversation(
         owner=owner,
-        title=clean_text(parsed.title),
+        title=strip_nul(parsed.title),
         title_set_by_user=True,
         model=conversation_model(parsed.model),
-        system_prompt=clean_text(parsed.system_prompt),
-        external_id=clean_text(parsed.external_id),
+        system_prompt=strip_nul(parsed.system_prompt),
+        external_id=strip_nul(parsed.external_id),
         created=parsed.created,
         updated=parsed.updated,
     )
     rows = {
         id(m): Message(
             role=m.role,
-            content=clean_text(m.content),
+            content=strip_nul(m.content),
             status=Message.Status.COMPLETE,
-            model=clean_text(m.model),
-            external_id=clean_text(m.node_id[:ID_MAX]),
+            model=strip_nul(m.model),
+            external_id=strip_nul(m.node_id[:ID_MAX]),
             created=m.created,
             updated=m.created,
         )
@@ -409,7 +410,7 @@ def conversation_import(
     """
     try:
         parsed = parse_conversation(raw)
-        external_id = clean_text(parsed.external_id)
+        external_id = strip_nul(parsed.external_id)
         existing = Conversation.objects.filter(owner=owner, external_id=external_id)
         if existing.exists():
             result.skipped.append(skipped(position, raw, "already imported", duplicate=True))

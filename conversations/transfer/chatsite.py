@@ -21,10 +21,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from conversations.models import Conversation, Message
+from conversations.text import strip_nul
 from conversations.transfer.export import FORMAT, VERSION
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
 from conversations.transfer.results import ImportFormatError, ImportResult, skipped
-from conversations.transfer.saving import EARLIEST, LATEST, clean_text, conversation_create
+from conversations.transfer.saving import EARLIEST, LATEST, conversation_create
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -67,7 +68,7 @@ def _text(raw: dict[str, Any], key: str, what: str) -> str:
         return ""
     if not isinstance(value, str):
         raise _Invalid(f"{what}: {key} is not text")
-    return clean_text(value)
+    return strip_nul(value)
 
 
 def _number(raw: dict[str, Any], key: str, what: str, kind: type[Any]) -> Any:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from conversations.chat import selectors
 from conversations.models import Conversation, Message
+from conversations.text import one_line
 
 if TYPE_CHECKING:
     pass
@@ -188,16 +189,12 @@ def _duration(ms: int) -> str:
     return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _quote(text: str) -> str:
     return "\n".join(f"> {line}".rstrip() for line in text.splitlines() or [""])
 
 
 def _excerpt(message: Message, width: int = 60) -> str:
-    text = _one_line(message.content) or "(no text)"
+    text = one_line(message.content) or "(no text)"
     return f"“{text[: width - 1]}…”" if len(text) > width else f"“{text}”"
 
 
@@ -252,7 +249,7 @@ def _markdown_conversation(conversation: Conversation) -> str:
         f"Last activity: {_when(conversation.updated)}",
         f"{len(messages)} message{'s' if len(messages) != 1 else ''}",
     ]
-    parts = [f"# {_one_line(str(conversation))}", "", " · ".join(meta), ""]
+    parts = [f"# {one_line(str(conversation))}", "", " · ".join(meta), ""]
     if conversation.system_prompt:
         parts += [_quote(f"**System prompt:** {conversation.system_prompt}"), ""]
     # The branch shown is the transcript; the alternatives (regenerated replies, edited

@@ -22,11 +22,6 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 BATCH_SIZE = 500
 
 
-def clean_text(value: str) -> str:
-    """`value` without NUL characters, which PostgreSQL refuses in text."""
-    return value.replace("\x00", "")
-
-
 def conversation_create(
     conversation: Conversation,
     messages: Sequence[tuple[Message, Message | None]],

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Reads of a user's import jobs."""
 
 from __future__ import annotations
 
