@@ -172,12 +172,10 @@ class ConversationSettingsForm(forms.Form):
 
 
 class RenameForm(forms.Form):
-    use_required_attribute = False
-
+    # Validation only: history.html writes the input itself (never this form's widget).
     title = forms.CharField(
         label="Title",
         error_messages={"required": "Give the conversation a title."},
-        widget=forms.TextInput(attrs={"autocomplete": "off", "aria-label": "New title"}),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -273,11 +273,6 @@ class Runner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
 
-    def close_db_connections(self) -> None:
-        from django.db import connections
-
-        self._db.submit(connections.close_all).result()
-
 
 runner = Runner()
 

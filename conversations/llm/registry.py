@@ -57,6 +57,8 @@ def available_models() -> list[ModelOption]:
 
     Remote models only when a server is configured (and LLM_BACKEND allows them); the
     local model only when llama.cpp and a GGUF file are there (and LLM_BACKEND allows it).
+    The disk is looked at once per process and settings (see `refresh`); the rest is read
+    from the settings, and the local window as its server last reported it, every call.
     """
     options: list[ModelOption] = []
     if settings.LLM_BACKEND != "local" and remote_configured():
@@ -68,6 +70,15 @@ def available_models() -> list[ModelOption]:
     if default_backend() == "local":
         options.sort(key=lambda option: option.backend != "local")
     return options
+
+
+def refresh() -> None:
+    """Look for the local model (its file, llama.cpp, the self-test) again next time.
+
+    Changed settings look again by themselves; an install while the server runs needs
+    this or a restart.
+    """
+    local.refresh()
 
 
 def default_model() -> str:

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from ..base import Chunk, LLMError, NotConfigured, strip_nul
 from . import local_engine
@@ -56,15 +58,52 @@ class LocalModel:
 
 
 @functools.cache
-def llama_installed() -> bool:
+def _llama_found() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def model_path() -> Path | None:
+def llama_installed() -> bool:
+    """Whether llama-cpp-python is installed (looked up once per process, see refresh)."""
+    return _llama_found()
+
+
+def find_model() -> Path | None:
+    """The GGUF file the settings name, looked for on disk now (model_path remembers it)."""
     if settings.LOCAL_MODEL_PATH:
         path = Path(settings.LOCAL_MODEL_PATH).expanduser()
         return path if path.is_file() else None
     return local_engine.bundled_model()
+
+
+# What the disk said (the model's file; the self-test's failure if it is there), per
+# LOCAL_MODEL_PATH and LOCAL_MODEL_SELFTEST_FILE: a page asks for the models on offer
+# several times, and the answer only changes with an install.
+_found: dict[tuple[str, str], tuple[Path | None, str | None]] = {}
+
+
+def _probe() -> tuple[Path | None, str | None]:
+    key = (str(settings.LOCAL_MODEL_PATH), str(settings.LOCAL_MODEL_SELFTEST_FILE))
+    if key not in _found:
+        path = find_model()
+        _found[key] = (path, selftest_failure() if path else None)
+    return _found[key]
+
+
+def refresh() -> None:
+    """Look on disk again next time: for the model file, llama.cpp and the self-test."""
+    _found.clear()
+    _llama_found.cache_clear()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"LOCAL_MODEL_PATH", "LOCAL_MODEL_SELFTEST_FILE"}:
+        refresh()
+
+
+def model_path() -> Path | None:
+    """The local model's file, if it is there (looked for once per process and settings)."""
+    return _probe()[0]
 
 
 def label(name: str) -> str:
@@ -79,8 +118,8 @@ def model_info() -> LocalModel | None:
     Nothing is loaded or asked: the context window is the one the model server last
     reported for these settings, or LOCAL_MODEL_CONTEXT before it has said.
     """
-    path = model_path()
-    if path is None or not llama_installed() or selftest_failure() is not None:
+    path, failure = _probe()
+    if path is None or not llama_installed() or failure is not None:
         return None
     name = path.name.removesuffix(".gguf")
     return LocalModel(
@@ -161,6 +200,10 @@ CRASHED = (
 )
 
 
+# In a server's key: another checkout of the project, another server.
+_HERE = str(Path(__file__).resolve().parent)
+
+
 class ServerUnavailable(Exception):
     """The local model server could not be started or reached."""
 
@@ -176,8 +219,7 @@ class _Config:
 
     @property
     def key(self) -> str:
-        project = Path(__file__).resolve().parent
-        text = json.dumps([self.model, self.context, self.threads, self.slots, str(project)])
+        text = json.dumps([self.model, self.context, self.threads, self.slots, _HERE])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property

@@ -1,14 +1,18 @@
+"""The project's template tags and filters: `{% load chatsite %}`."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from django import template
 from django.conf import settings
+from django.utils.safestring import SafeString
 
 from conversations.llm import registry as llm
 from conversations.llm.backends import local
 from conversations.llm.base import LOCAL_PREFIX
 from conversations.models import Conversation
+from conversations.rendering import render_markdown
 
 register = template.Library()
 
@@ -37,3 +41,9 @@ def model_label(model: str) -> str:
     if model.startswith(LOCAL_PREFIX):
         return f"{local.label(model.removeprefix(LOCAL_PREFIX))} (local)"
     return model
+
+
+@register.filter(name="markdown", is_safe=True)
+def markdown(text: str) -> SafeString:
+    """`{{ message.content|markdown }}`: a reply's Markdown as sanitized HTML."""
+    return render_markdown(str(text))
