@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.fake_openai import Reply
-from tests.test_streaming import events
+from tests.support.fake_openai import Reply
+from tests.support.sse import events
 
 ROOT = Path(__file__).resolve().parent.parent
 

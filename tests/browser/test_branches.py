@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import test_browser
-from tests.fake_openai import Reply
-from tests.test_browser import (
+from tests.browser.support import (
     assert_same_document,
     composer,
     expect,
@@ -16,10 +14,7 @@ from tests.test_browser import (
     mark_document,
     replies,
 )
-
-# The browser fixtures of tests/test_browser.py, used here too.
-chromium = test_browser.chromium
-page = test_browser.page
+from tests.support.fake_openai import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

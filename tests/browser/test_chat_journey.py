@@ -1,15 +1,8 @@
 """The chat page in a real browser: Chromium (through Playwright) against uvicorn serving
-chatsite, with the fake OpenAI-compatible server as the model.
+chatsite, with the fake OpenAI-compatible server as the model. Everything the page loads
+must come from the app on 127.0.0.1 (the `chromium` fixture checks).
 
-Needs a Chromium binary: ``apt-get install chromium`` (Debian; scripts/test installs it).
-Without one the tests are skipped on a developer's machine and fail in CI. Everything the page loads must come from the app on 127.0.0.1.
-
-Django and the sync Playwright API: Playwright runs an asyncio loop in this thread, so
-while a browser is open Django considers the thread async and refuses ORM calls. Rather
-than setting DJANGO_ALLOW_ASYNC_UNSAFE (process-wide: it would also hide real async-safety
-bugs in the server under test), the browser is started per test *after* the database
-fixtures and closed before they tear down, and the tests make no ORM calls of their own
-while it is open (`_orm` runs one in a fresh thread when needed).
+No ORM calls while a browser is open except through `orm` (see tests/browser/support.py).
 """
 
 from __future__ import annotations
@@ -17,50 +10,28 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-import playwright.sync_api as playwright_sync
 import pytest
 
-from tests.factories import PASSWORD
-from tests.fake_openai import Reply
+from tests.browser.support import (
+    assert_same_document,
+    assert_streams_closed,
+    composer,
+    expect,
+    expect_complete,
+    last_reply,
+    log_in,
+    mark_document,
+    orm,
+    replies,
+)
+from tests.support.fake_openai import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-expect = playwright_sync.expect
-
-T = TypeVar("T")
-
-CHROMIUM = os.environ.get("CHATSITE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-VIEWPORT = {"width": 1280, "height": 800}
-expect.set_options(timeout=10_000)
-
-# Every EventSource the page creates, so tests can see whether it was closed.
-TRACK_EVENT_SOURCES = """
-(() => {
-  const Native = window.EventSource;
-  window.__sources = [];
-  window.EventSource = class extends Native {
-    constructor(url, init) { super(url, init); window.__sources.push(this); }
-  };
-})();
-"""
 
 # One consistent sample of the newest reply and the composer.
 SAMPLE = """() => {
@@ -80,107 +51,6 @@ SAMPLE = """() => {
     refresh: document.querySelector('meta[http-equiv=refresh i]') !== null,
   };
 }"""
-
-
-def _orm(fn: Callable[[], T]) -> T:
-    """Run ORM code in a fresh thread: this one looks async to Django while a browser is open."""
-    from django.db import connections
-
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # re-raised in the test thread
-            result["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-class Browser:
-    """A Chromium session that records what every page does."""
-
-    def __init__(self, browser: Any, base_url: str) -> None:
-        self.browser = browser
-        self.base_url = base_url
-        self.requests: list[str] = []
-        self.console: list[str] = []
-        self.page_errors: list[str] = []
-
-    def new_context(self, **kwargs: Any) -> Any:
-        kwargs.setdefault("viewport", VIEWPORT)
-        context = self.browser.new_context(base_url=self.base_url, **kwargs)
-        context.add_init_script(TRACK_EVENT_SOURCES)
-        context.on("request", lambda request: self.requests.append(request.url))
-        context.on("page", self._watch)
-        return context
-
-    def _watch(self, page: Any) -> None:
-        page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
-        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
-
-    def stream_requests(self, message_id: str) -> list[str]:
-        return [u for u in self.requests if f"/m/{message_id}/stream/" in u]
-
-
-@pytest.fixture
-def chromium(asgi_server, fake_openai, owner) -> Iterator[Browser]:
-    """Chromium, started after (and closed before) the database and server fixtures."""
-    if not Path(CHROMIUM).exists():
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium, or run scripts/test)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        session = Browser(browser, asgi_server.url)
-        try:
-            yield session
-        finally:
-            browser.close()
-            if session.console:
-                print("browser console:", *session.console, sep="\n  ")
-    outside = [u for u in session.requests if urlsplit(u).hostname != "127.0.0.1"]
-    assert not outside, f"the page loaded from outside the app: {outside}"
-    assert not session.page_errors, f"JavaScript errors: {session.page_errors}"
-    # htmx reports its errors (htmx:sseError, htmx:swapError, ...) on the console.
-    errors = [
-        m for m in session.console if m.startswith("error:") and "Failed to load resource" not in m
-    ]
-    assert not errors, errors
-
-
-@pytest.fixture
-def page(chromium) -> Any:
-    return chromium.new_context().new_page()
-
-
-def log_in(page: Any) -> None:
-    page.goto("/accounts/login/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-    expect(page.get_by_role("textbox", name="Message")).to_be_visible()
-
-
-def composer(page: Any) -> Any:
-    return page.get_by_role("textbox", name="Message")
-
-
-def replies(page: Any) -> Any:
-    return page.locator("#thread [data-role=assistant]")
-
-
-def last_reply(page: Any) -> Any:
-    return replies(page).last
 
 
 def watch_stream(page: Any, full: str, n: int, timeout: float = 12.0) -> list[dict[str, Any]]:
@@ -220,31 +90,6 @@ def partial_lengths(samples: list[dict[str, Any]], full: str) -> set[int]:
         if s["status"] in ("pending", "streaming")
         and 0 < len(squash(s["text"])) < len(squash(full))
     }
-
-
-def mark_document(page: Any) -> None:
-    """Flag the current document, to check later that the page was never reloaded."""
-    page.evaluate("() => { window.__sameDocument = true; }")
-
-
-def assert_same_document(page: Any) -> None:
-    assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
-
-
-def expect_complete(page: Any, text: str) -> None:
-    reply = last_reply(page)
-    expect(reply).to_have_attribute("data-status", "complete")
-    expect(reply.locator(".msg-body")).to_have_text(text)
-    expect(reply.locator(".msg-body")).to_have_attribute("aria-busy", "false")
-    expect(page.get_by_role("button", name="Send")).to_be_enabled()
-    expect(page.get_by_role("button", name="Stop")).to_have_count(0)
-
-
-def assert_streams_closed(page: Any) -> None:
-    """Every EventSource was closed by the page (an unclosed one would reconnect)."""
-    states = page.evaluate("() => window.__sources.map(s => [s.url, s.readyState])")
-    assert states, "the page never opened an EventSource"
-    assert all(state == 2 for _, state in states), states
 
 
 # --- The tests --------------------------------------------------------------------------
@@ -533,10 +378,10 @@ def test_the_page_fits_a_phone_screen(chromium, fake_openai):
 
 
 def test_older_conversations_load_into_the_sidebar(page, chromium, fake_openai, owner, settings):
-    from tests.factories import ConversationFactory
+    from tests.support.factories import ConversationFactory
 
     settings.CHAT_SIDEBAR_LIMIT = 3
-    _orm(lambda: [ConversationFactory(owner=owner, title=f"Topic {i}") for i in range(8)])
+    orm(lambda: [ConversationFactory(owner=owner, title=f"Topic {i}") for i in range(8)])
     log_in(page)
     links = page.locator("#sidebar-list a[data-conversation]")
     expect(links).to_have_count(3)
@@ -554,7 +399,7 @@ def test_older_conversations_load_into_the_sidebar(page, chromium, fake_openai, 
 
 # --- The README's screenshot ------------------------------------------------------------
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
 TRIP_QUESTION = "Plan a three-day trip to Lisbon in May. I like food, walking and views."
 TRIP_ANSWER = """Here is a relaxed plan that keeps most walks downhill:
 
@@ -583,10 +428,10 @@ def _words(text: str) -> list[str]:
 
 def test_the_readme_screenshot_renders(chromium, fake_openai, owner, settings, tmp_path):
     """Renders the README's screenshot; CHATSITE_SCREENSHOT=1 writes it to docs/."""
-    from tests.factories import ConversationFactory
+    from tests.support.factories import ConversationFactory
 
     settings.OPENAI_MODEL = "llama3.1:8b"
-    _orm(lambda: [ConversationFactory(owner=owner, title=title) for title in OLDER_TITLES])
+    orm(lambda: [ConversationFactory(owner=owner, title=title) for title in OLDER_TITLES])
     fake_openai.script(
         Reply(tokens=_words(TRIP_ANSWER), delay=0.002),
         Reply(tokens=_words(SEA_ANSWER), delay=0.002),

@@ -1,5 +1,4 @@
 """Managing history in a real browser: rename, delete, search, automatic titles."""
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_browser are parameters here)
 
 from __future__ import annotations
 
@@ -8,17 +7,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.factories import PASSWORD
-from tests.fake_openai import Reply
-from tests.test_browser import (  # noqa: F401
-    _orm,
-    chromium,
+from tests.browser.support import (
     composer,
     expect,
     expect_complete,
     log_in,
-    page,
+    orm,
 )
+from tests.support.factories import PASSWORD
+from tests.support.fake_openai import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -69,7 +66,7 @@ def test_rename_and_delete_a_conversation(page, fake_openai):
     page.get_by_role("link", name="Delete").click()
     expect(page).to_have_url(re.compile(r"/$"))
     expect(page.locator("#sidebar-list a[data-conversation]")).to_have_count(0)
-    assert _orm(_conversation_count) == 0
+    assert orm(_conversation_count) == 0
     assert page.goto(url).status == 404
 
 
@@ -80,14 +77,14 @@ def test_delete_without_javascript_uses_the_confirmation_page(chromium, fake_ope
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    conversation_id = _orm(_make_conversation)
+    conversation_id = orm(_make_conversation)
     page.goto(f"/c/{conversation_id}/")
     page.get_by_role("link", name="Delete").click()
     expect(page).to_have_url(re.compile(rf"/c/{conversation_id}/delete/$"))
     expect(page.get_by_role("heading", name="Delete “Old notes”?")).to_be_visible()
     page.get_by_role("button", name="Delete").click()
     expect(page).to_have_url(re.compile(r"/$"))
-    assert _orm(_conversation_count) == 0
+    assert orm(_conversation_count) == 0
 
 
 def _conversation_count() -> int:
@@ -99,7 +96,7 @@ def _conversation_count() -> int:
 def _make_conversation() -> int:
     from django.contrib.auth.models import User
 
-    from tests.factories import ConversationFactory, MessageFactory
+    from tests.support.factories import ConversationFactory, MessageFactory
 
     conversation = ConversationFactory(owner=User.objects.get(username="alice"), title="Old notes")
     MessageFactory(conversation=conversation, content="remember the milk")

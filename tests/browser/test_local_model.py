@@ -1,8 +1,8 @@
 """The local model in real Chromium: no key, no server, the bundled SmolLM2 answers on the
 page, streams, stops on request, and a second tab's reply says it is queued.
 
-Same rules as tests/test_browser.py (see its docstring). Needs the local model installed,
-as tests/test_local_model.py does (skipped without it, failing in CI).
+Same rules as the other browser tests (see tests/browser/support.py). Needs the local model
+installed, as tests/llm/test_local_model.py does (skipped without it, failing in CI).
 """
 
 from __future__ import annotations
@@ -10,11 +10,7 @@ from __future__ import annotations
 import pytest
 
 from conversations.generation.runner import runner
-from tests import test_browser as base
-from tests.test_browser import composer, expect, last_reply, log_in
-
-chromium = base.chromium
-page = base.page
+from tests.browser.support import composer, expect, last_reply, log_in
 
 pytestmark = [
     pytest.mark.browser,

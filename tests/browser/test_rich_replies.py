@@ -1,8 +1,8 @@
 """Rich replies and look & feel in real Chromium: rendered Markdown with code blocks and their
 Copy buttons, the theme menu, the phone menu, keyboard shortcuts, reply-end announcements.
 
-Same rules as tests/test_browser.py (see its docstring): no ORM calls while a browser is open
-except through `_orm`.
+Same rules as the other browser tests (see tests/browser/support.py): no ORM calls while a
+browser is open except through `orm`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests import test_browser as base
-from tests.fake_openai import Reply
-from tests.test_browser import _orm, composer, expect, last_reply, log_in
-
-# The browser fixtures of tests/test_browser.py, used here too.
-chromium = base.chromium
-page = base.page
+from tests.browser.support import composer, expect, last_reply, log_in, orm
+from tests.support.fake_openai import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -179,9 +174,9 @@ def test_the_theme_is_applied_before_the_page_is_parsed(chromium, fake_openai):
 
 
 def test_on_a_phone_the_conversation_list_folds_behind_a_button(chromium, fake_openai, owner):
-    from tests.factories import ConversationFactory
+    from tests.support.factories import ConversationFactory
 
-    _orm(lambda: [ConversationFactory(owner=owner, title=f"Topic {i}") for i in range(3)])
+    orm(lambda: [ConversationFactory(owner=owner, title=f"Topic {i}") for i in range(3)])
     page = chromium.new_context(viewport={"width": 375, "height": 700}).new_page()
     log_in(page)
     toggle = page.get_by_role("button", name="Conversations", exact=True)

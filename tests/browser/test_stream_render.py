@@ -1,15 +1,14 @@
 """A streaming reply shows as Markdown while it grows, in real Chromium.
 
-Same rules as tests/test_browser.py (see its docstring): no ORM calls while a browser is open.
+Same rules as the other browser tests (see tests/browser/support.py): no ORM calls while a
+browser is open.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests import test_browser as base
-from tests.fake_openai import Reply
-from tests.test_browser import (
+from tests.browser.support import (
     assert_same_document,
     assert_streams_closed,
     composer,
@@ -18,9 +17,7 @@ from tests.test_browser import (
     log_in,
     mark_document,
 )
-
-chromium = base.chromium
-page = base.page
+from tests.support.fake_openai import Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -9,9 +9,9 @@ from django.urls import reverse
 
 from conversations.generation import context as gen_context
 from conversations.models import Conversation, Message
-from tests.factories import MessageFactory, ReplyFactory
-from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, send
+from tests.support.factories import MessageFactory, ReplyFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import HTMX, finished, last_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

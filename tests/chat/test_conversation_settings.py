@@ -6,9 +6,9 @@ import pytest
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
-from tests.factories import ConversationFactory
-from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, send
+from tests.support.factories import ConversationFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import HTMX, finished, last_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,9 +7,9 @@ import pytest
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
-from tests.fake_openai import Reply, validate_request
-from tests.helpers import HTMX, finished, last_reply, send
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.support.fake_openai import Reply, validate_request
+from tests.support.helpers import HTMX, finished, last_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -291,7 +291,7 @@ def test_refusals_and_length_limits_are_kept_as_text(owner_client, fake_openai):
 
 
 def test_a_recorded_openai_stream_is_saved_exactly(owner_client, fake_openai):
-    from tests.fake_openai import STREAMS_DIR
+    from tests.support.fake_openai import STREAMS_DIR
 
     raw = next(STREAMS_DIR.glob("e2aad469*.bin")).read_bytes()
     fake_openai.script(Reply(raw=raw))

@@ -8,9 +8,9 @@ from conversations.generation import context as gen_context
 from conversations.llm import context as llm_context
 from conversations.llm import registry as llm
 from conversations.models import Message
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
-from tests.fake_openai import Reply
-from tests.helpers import finished, last_reply, send
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import finished, last_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

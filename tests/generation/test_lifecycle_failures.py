@@ -16,9 +16,9 @@ from django.utils import timezone
 from conversations.generation import lifecycle
 from conversations.generation.runner import runner
 from conversations.models import Conversation, Message
-from tests.factories import PASSWORD, MessageFactory, ReplyFactory
-from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, log_events, send
+from tests.support.factories import PASSWORD, MessageFactory, ReplyFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import HTMX, finished, last_reply, log_events, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 KEY = "sk-test-key-never-sent-anywhere-but-loopback"

@@ -17,9 +17,9 @@ from conversations.generation.runner import runner
 from conversations.history import sidebar
 from conversations.models import Conversation, Message
 from conversations.web.chat import render_message
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
-from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, log_events, send
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import HTMX, finished, last_reply, log_events, send
 
 # --- Rename -------------------------------------------------------------------------------
 

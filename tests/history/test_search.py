@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from conversations.history import search as fulltext
 from conversations.models import Conversation, Message
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
 
 pytestmark = pytest.mark.django_db
 

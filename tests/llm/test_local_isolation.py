@@ -20,12 +20,12 @@ import pytest
 
 from conversations.llm.backends import local
 from conversations.models import Conversation, Message
-from tests.helpers import finished, last_reply, log_events, send, wait_for_text
-from tests.test_streaming import _http, read_stream
+from tests.support.helpers import finished, last_reply, log_events, send, wait_for_text
+from tests.support.sse import http_client, read_stream
 
 pytestmark = [pytest.mark.local_model, pytest.mark.django_db(transaction=True)]
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def _engine_pid() -> int:
@@ -58,7 +58,7 @@ def test_a_native_crash_ends_the_reply_with_its_text_and_the_server_keeps_servin
     assert logged[-1]["status"] == "error" and logged[-1]["text"] == reply.content
 
     # The web server is still there, over real HTTP, and shows the reply with its error.
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         page = http.get(reply.conversation.get_absolute_url())
     assert page.status_code == 200
     assert "The local model stopped unexpectedly" in page.text

@@ -21,10 +21,10 @@ from conversations.llm import registry as llm
 from conversations.llm.backends import local
 from conversations.llm.base import LLMError
 from conversations.models import Conversation, Message
-from tests.factories import ConversationFactory
-from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, log_events, send, wait_for_text
-from tests.test_streaming import read_stream
+from tests.support.factories import ConversationFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import HTMX, finished, last_reply, log_events, send, wait_for_text
+from tests.support.sse import read_stream
 
 pytestmark = [pytest.mark.local_model, pytest.mark.django_db(transaction=True)]
 

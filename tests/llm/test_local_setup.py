@@ -24,9 +24,9 @@ from django.urls import reverse
 from conversations.llm import registry as llm
 from conversations.llm.backends import local, local_engine
 from conversations.models import Message
-from tests.helpers import finished, last_reply, send
+from tests.support.helpers import finished, last_reply, send
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = PROJECT / "scripts" / "llama_build.py"
 
 

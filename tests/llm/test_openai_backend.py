@@ -9,7 +9,7 @@ import pytest
 from conversations.llm import registry as llm
 from conversations.llm.backends import openai as openai_backend
 from conversations.llm.base import BadCredentials, BadRequest, Chunk, NotConfigured
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 
 
 async def _collect(**kwargs) -> list[Chunk]:

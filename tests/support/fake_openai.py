@@ -16,7 +16,7 @@ Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``
 
 Schema helpers (:func:`validate_request`, :func:`validate_chunk`, ...) check
 bodies against OpenAI's official OpenAPI schemas, extracted into
-``tests/fixtures/openai_chat_schemas.json``; they need ``jsonschema`` and
+``tests/support/fixtures/openai_chat_schemas.json``; they need ``jsonschema`` and
 ``referencing``, imported lazily so the server itself stays stdlib-only.
 """
 
@@ -127,7 +127,7 @@ class Reply:
 
 
 def load_stream(name: str) -> bytes:
-    """Return a recorded OpenAI SSE stream from ``tests/fixtures/openai-streams``.
+    """Return a recorded OpenAI SSE stream from ``tests/support/fixtures/openai-streams``.
 
     ``name`` may be the full file name or a unique prefix of it (e.g. ``"e2aad469"``).
     """

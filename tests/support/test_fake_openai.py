@@ -16,7 +16,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.fake_openai import (
+from tests.support.fake_openai import (
     FakeOpenAI,
     Reply,
     count_prompt_tokens,
@@ -679,7 +679,7 @@ def test_http_chunk_framing(fake: FakeOpenAI) -> None:
 
 
 def _schema_keys(schema_name: str) -> set[str]:
-    from tests.fake_openai import SCHEMAS_PATH
+    from tests.support.fake_openai import SCHEMAS_PATH
 
     doc = json.loads(SCHEMAS_PATH.read_text())
     return set(doc["components"]["schemas"][schema_name]["properties"])

@@ -14,8 +14,8 @@ from conversations.transfer import chatgpt, jobs
 from conversations.transfer import jsonstream as jsonstream_module
 from conversations.transfer.jobs import ImportRefused, file_import
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
-from tests.chatgpt_export import ChatGPTConversation, dumps, simple, text, zipped
-from tests.helpers import log_events
+from tests.support.chatgpt_export import ChatGPTConversation, dumps, simple, text, zipped
+from tests.support.helpers import log_events
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from conversations.models import Conversation, Message
 from conversations.transfer import export
 from conversations.transfer.chatsite import conversations_import_json
 from conversations.transfer.results import ImportFormatError
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory, UserFactory
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory, UserFactory
 
 MESSAGE_FIELDS = [
     "role",

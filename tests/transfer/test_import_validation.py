@@ -12,8 +12,8 @@ from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
 from conversations.transfer import chatgpt, export
 from conversations.transfer.chatsite import conversations_import_json
-from tests.chatgpt_export import ChatGPTConversation, simple
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.support.chatgpt_export import ChatGPTConversation, simple
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
 
 pytestmark = pytest.mark.django_db
 

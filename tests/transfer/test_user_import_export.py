@@ -14,9 +14,9 @@ from django.utils import timezone
 from conversations.models import Conversation, ImportJob, Message
 from conversations.transfer import chatsite as chatsite_json
 from conversations.transfer import export, jobs
-from tests.chatgpt_export import dumps, simple, zipped
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
-from tests.helpers import HTMX
+from tests.support.chatgpt_export import dumps, simple, zipped
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.support.helpers import HTMX
 
 # The import runs in a thread of its own, which must see the rows the test wrote.
 background = pytest.mark.django_db(transaction=True)

@@ -12,10 +12,10 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
-from tests.factories import PASSWORD, MessageFactory, ReplyFactory
-from tests.helpers import HTMX, send
+from tests.support.factories import PASSWORD, MessageFactory, ReplyFactory
+from tests.support.helpers import HTMX, send
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

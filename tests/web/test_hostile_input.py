@@ -17,10 +17,10 @@ from django.urls import reverse
 
 from conversations.middleware import HtmxLoginRedirectMiddleware
 from conversations.models import Message
-from tests.factories import MessageFactory, ReplyFactory
-from tests.helpers import HTMX, send
+from tests.support.factories import MessageFactory, ReplyFactory
+from tests.support.helpers import HTMX, send
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HUGE = "9" * 20  # beyond any 64-bit integer
 
 

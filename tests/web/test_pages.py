@@ -9,8 +9,8 @@ import pytest
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory
-from tests.helpers import HTMX, finished, last_reply, send
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
+from tests.support.helpers import HTMX, finished, last_reply, send
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_every_setting_read_from_the_environment_is_in_env_example():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     settings_py = (root / "chatsite" / "settings.py").read_text()
     read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', settings_py))
     example = (root / ".env.example").read_text()

@@ -5,57 +5,19 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
-import httpx2
 import pytest
-from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Message
 from conversations.rendering import render_markdown
-from tests.factories import MessageFactory, ReplyFactory
-from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, send
+from tests.support.factories import MessageFactory, ReplyFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import HTMX, finished, last_reply, send
+from tests.support.sse import events, http_client, stream_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _http(asgi_server, django_client, timeout: float = 10) -> httpx2.Client:
-    return httpx2.Client(
-        base_url=asgi_server.url,
-        cookies={"sessionid": django_client.cookies["sessionid"].value},
-        timeout=timeout,
-    )
-
-
-def read_stream(
-    asgi_server, django_client, reply: Message, timeout: float = 10
-) -> list[tuple[str, str, float]]:
-    """Follow a reply's event stream to its end, as the page does: every event received."""
-    with _http(asgi_server, django_client, timeout) as http:
-        with http.stream("GET", stream_url(reply)) as response:
-            assert response.status_code == 200
-            return list(events(response))
-
-
-def events(response: httpx2.Response) -> Iterator[tuple[str, str, float]]:
-    """Parse an SSE response as it arrives: (event, data, arrival time)."""
-    event, data = "message", []
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event, "\n".join(data), time.monotonic()
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-
-
-def stream_url(reply: Message, offset: int = 0) -> str:
-    return reverse("reply_stream", args=[reply.conversation_id, reply.pk]) + f"?offset={offset}"
 
 
 def test_the_reply_streams_in_pieces_as_the_model_produces_them(
@@ -65,7 +27,7 @@ def test_the_reply_streams_in_pieces_as_the_model_produces_them(
     fake_openai.script(Reply(tokens=tokens, delay=0.1))
     send(owner_client, "Tell me a story")
     reply = last_reply()
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         with http.stream("GET", stream_url(reply)) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -92,7 +54,7 @@ def test_closing_the_tab_does_not_stop_the_reply(asgi_server, owner_client, fake
     fake_openai.script(Reply(tokens=tokens, delay=0.05))
     send(owner_client, "Keep going without me")
     reply = last_reply()
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         with http.stream("GET", stream_url(reply)) as response:
             for event, _, _ in events(response):
                 if event == "delta":
@@ -106,7 +68,7 @@ def test_closing_the_tab_does_not_stop_the_reply(asgi_server, owner_client, fake
 def test_the_reply_outlives_the_request_that_started_it(asgi_server, owner_client, fake_openai):
     """Sent through the real ASGI server; the request ends long before the reply does."""
     fake_openai.script(Reply(tokens=["a", "b", "c", "d"], delay=0.2))
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         page = http.get("/").text
         token = page.split('"X-CSRFToken": "')[1].split('"')[0]
         response = http.post(
@@ -130,7 +92,7 @@ def test_reopening_while_it_streams_shows_the_text_so_far_then_continues_live(
     while not Message.objects.get(pk=reply.pk).content:
         time.sleep(0.02)
     time.sleep(0.2)
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         page = http.get(f"/c/{reply.conversation_id}/").text
         assert 'data-status="streaming"' in page
         assert 'aria-busy="true"' in page
@@ -159,7 +121,7 @@ def test_a_reconnect_resumes_from_last_event_id(asgi_server, owner_client, fake_
     fake_openai.script(Reply(tokens=tokens, delay=0.15))
     send(owner_client, "Count")
     reply = last_reply()
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         with http.stream("GET", stream_url(reply)) as response:
             first = next((d for e, d, _ in events(response) if e == "delta"))
         with http.stream(
@@ -176,7 +138,7 @@ def test_two_tabs_watching_one_reply_never_start_two_generations(
     fake_openai.script(Reply(tokens=["x", "y", "z"], delay=0.1))
     send(owner_client, "Shared")
     reply = last_reply()
-    with _http(asgi_server, owner_client) as a, _http(asgi_server, owner_client) as b:
+    with http_client(asgi_server, owner_client) as a, http_client(asgi_server, owner_client) as b:
         with a.stream("GET", stream_url(reply)) as ra, b.stream("GET", stream_url(reply)) as rb:
             text_a = "".join(d for e, d, _ in events(ra) if e == "delta")
             text_b = "".join(d for e, d, _ in events(rb) if e == "delta")
@@ -187,7 +149,7 @@ def test_two_tabs_watching_one_reply_never_start_two_generations(
 
 def test_the_stream_of_a_finished_reply_ends_at_once(asgi_server, owner_client, owner):
     reply = ReplyFactory(conversation__owner=owner, content="All done")
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         with http.stream("GET", stream_url(reply)) as response:
             received = [(e, d) for e, d, _ in events(response)]
     assert received[0] == ("delta", "All done")
@@ -226,7 +188,7 @@ def test_the_stream_of_a_reply_from_a_dead_server_ends_as_interrupted(
 ):
     settings.CHAT_STALE_AFTER = 0.3
     reply = ReplyFactory(conversation__owner=owner, content="Half", status=Message.Status.STREAMING)
-    with _http(asgi_server, owner_client) as http:
+    with http_client(asgi_server, owner_client) as http:
         with http.stream("GET", stream_url(reply)) as response:
             received = [(e, d) for e, d, _ in events(response)]
     assert received[-1][0] == "done"

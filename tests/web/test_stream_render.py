@@ -11,10 +11,10 @@ import pytest
 
 from conversations.models import Message
 from conversations.rendering import render_markdown
-from tests.factories import ReplyFactory
-from tests.fake_openai import Reply
-from tests.helpers import finished, last_reply, send
-from tests.test_streaming import read_stream
+from tests.support.factories import ReplyFactory
+from tests.support.fake_openai import Reply
+from tests.support.helpers import finished, last_reply, send
+from tests.support.sse import read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
