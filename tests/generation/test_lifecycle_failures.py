@@ -1,27 +1,25 @@
-"""Faults in the middle of a reply, and several processes or tabs at once: nothing is lost."""
+"""A reply's life when things go wrong: database errors and dropped connections mid-reply,
+servers that died, stops from other processes, odd model output. Nothing is lost."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import OperationalError, close_old_connections
-from django.test import Client
+from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
 
 from conversations.generation import lifecycle
 from conversations.generation.runner import runner
 from conversations.models import Conversation, Message
-from tests.support.factories import PASSWORD, MessageFactory, ReplyFactory
+from tests.support.factories import MessageFactory, ReplyFactory
 from tests.support.fake_openai import Reply
 from tests.support.helpers import HTMX, finished, last_reply, log_events, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
-KEY = "sk-test-key-never-sent-anywhere-but-loopback"
 
 
 def _fail_first(monkeypatch, name: str, times: int = 1) -> list[int]:
@@ -77,25 +75,6 @@ def test_a_nul_character_from_the_model_is_dropped_not_fatal(owner_client, fake_
     reply = finished(last_reply())
     assert reply.status == Message.Status.COMPLETE
     assert reply.content == "Hello world"
-
-
-def test_a_key_echoed_by_the_provider_is_never_shown_or_logged(owner_client, fake_openai):
-    fake_openai.script(Reply(status=400, error_message=f"Bad header: Bearer {KEY} rejected"))
-    send(owner_client, "Echo")
-    reply = finished(last_reply())
-    assert reply.status == Message.Status.ERROR
-    assert "Bearer *** rejected" in reply.error
-    assert KEY not in reply.error
-    with open(django_settings.CHAT_LOG_FILE, encoding="utf-8") as log:
-        assert KEY not in log.read()
-
-
-def test_credentials_in_the_base_url_are_not_shown(owner_client, fake_openai, settings):
-    settings.OPENAI_BASE_URL = "http://user:s3cr3t-token@127.0.0.1:9/v1"
-    send(owner_client, "Anyone?")
-    reply = finished(last_reply())
-    assert "Cannot reach the model server at http://127.0.0.1:9/v1" in reply.error
-    assert "s3cr3t" not in reply.error
 
 
 def test_a_reply_orphaned_by_a_dead_server_does_not_block_the_conversation(
@@ -226,41 +205,6 @@ def test_a_sweep_rolled_back_with_a_refused_retry_is_not_logged(owner_client, ow
     assert [e["status"] for e in orphan_events()] == ["interrupted"]
 
 
-def test_only_the_latest_failed_reply_can_be_retried(owner_client, owner):
-    q1 = MessageFactory(conversation__owner=owner)
-    failed = ReplyFactory(conversation=q1.conversation, parent=q1, status=Message.Status.ERROR)
-    q2 = MessageFactory(conversation=q1.conversation)
-    ReplyFactory(conversation=q1.conversation, parent=q2)
-    response = owner_client.post(reverse("retry", args=[failed.conversation_id, failed.pk]), **HTMX)
-    assert response.status_code == 400
-    assert "Only the latest reply can be retried" in response.content.decode()
-    assert Message.objects.count() == 4
-
-
-def test_two_tabs_sending_at_once_start_exactly_one_reply(owner, fake_openai):
-    conversation = MessageFactory(conversation__owner=owner).conversation
-    fake_openai.script(Reply(tokens=["only", " one"], delay=0.2))
-    barrier = threading.Barrier(2)
-    statuses: list[int] = []
-
-    def tab(text: str) -> None:
-        client = Client()
-        client.login(username=owner.username, password=PASSWORD)
-        barrier.wait()
-        statuses.append(send(client, text, conversation).status_code)
-        close_old_connections()
-
-    tabs = [threading.Thread(target=tab, args=(f"tab {i}",)) for i in range(2)]
-    for t in tabs:
-        t.start()
-    for t in tabs:
-        t.join(20)
-    assert sorted(statuses) == [200, 409]
-    finished(last_reply())
-    assert len(fake_openai.requests) == 1
-    assert conversation.messages.filter(role="user").count() == 2  # the factory's + one tab's
-
-
 def test_the_database_never_lags_the_stream_by_more_than_the_save_interval(
     owner_client, fake_openai, settings
 ):
@@ -285,19 +229,6 @@ def test_the_database_never_lags_the_stream_by_more_than_the_save_interval(
     # Text seen by a watcher reaches the database within one interval (plus slack).
     assert worst < 0.2 + 0.25, worst
     assert finished(reply).status == Message.Status.COMPLETE
-
-
-def test_a_stranger_cannot_stop_someone_elses_live_reply(
-    owner_client, stranger_client, fake_openai
-):
-    fake_openai.script(Reply(tokens=["mine "] * 10, delay=0.05))
-    send(owner_client, "Private")
-    reply = last_reply()
-    response = stranger_client.post(reverse("stop", args=[reply.conversation_id, reply.pk]))
-    assert response.status_code == 404
-    reply = finished(reply)
-    assert reply.status == Message.Status.COMPLETE
-    assert not fake_openai.disconnected.is_set()
 
 
 def test_stop_before_the_model_answers_closes_the_request(owner_client, fake_openai):
