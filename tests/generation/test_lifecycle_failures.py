@@ -160,8 +160,14 @@ def test_the_saver_recovers_when_the_database_drops_its_connection(
     reply = last_reply()
     while not Message.objects.get(pk=reply.pk).content:
         time.sleep(0.01)
+
     # What a database restart does to the generation thread's open connection.
-    runner._db.submit(lambda: connection.connection and connection.connection.close()).result()
+    def drop_connection() -> None:
+        if connection.connection is not None:
+            connection.connection.close()
+
+    # On the runner's DB thread, where the reply's connection lives.
+    runner.spawn(lambda: runner.db(drop_connection)).result(timeout=10)
     broken_at = len(Message.objects.get(pk=reply.pk).content)
     lengths = set()
     while runner.get(reply.pk) is not None:
