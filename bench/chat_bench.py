@@ -35,8 +35,8 @@ import httpx2  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from conversations.models import Message  # noqa: E402
-from tests.fake_openai import FakeOpenAI, Reply  # noqa: E402
-from tests.servers import LiveASGIServer  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI, Reply  # noqa: E402
+from tests.support.servers import LiveASGIServer  # noqa: E402
 
 
 def stream_latency(http: httpx2.Client, fake: FakeOpenAI) -> tuple[float, float]:

@@ -50,7 +50,7 @@ configure(
 import httpx2  # noqa: E402
 
 from conversations.models import Message  # noqa: E402
-from tests.servers import LiveASGIServer  # noqa: E402
+from tests.support.servers import LiveASGIServer  # noqa: E402
 
 PROMPTS = [
     "Explain how a rainbow forms.",

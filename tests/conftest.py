@@ -9,8 +9,8 @@ from django.test import Client
 from conversations.generation.runner import runner
 from conversations.llm.backends import local
 from conversations.llm.backends import openai as openai_backend
-from tests.factories import PASSWORD, UserFactory
-from tests.servers import LiveASGIServer
+from tests.support.factories import PASSWORD, UserFactory
+from tests.support.servers import LiveASGIServer
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def _no_generation_left_running() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def _fake_openai_server():
-    from tests.fake_openai import FakeOpenAI
+    from tests.support.fake_openai import FakeOpenAI
 
     server = FakeOpenAI()
     server.start()

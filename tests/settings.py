@@ -1,8 +1,15 @@
 """Test settings: chatsite's own settings, fed a safe environment first.
 
-Values are forced (not defaulted) so that a developer's `.env` — with a real API key,
-say — can never reach the tests. The model server is whatever the `fake_openai`
-fixture starts on 127.0.0.1; until then requests go to a closed loopback port.
+Every variable chatsite/settings.py reads is pinned here (tests/test_environment.py checks
+that none is missing), and pinned values are forced, not defaulted, so that a developer's
+`.env` — with a real API key, say — can never reach the tests: django-environ's
+`read_env`, which chatsite/settings.py calls, only sets variables not already set.
+The model server is whatever the `fake_openai` fixture starts on 127.0.0.1; until then
+requests go to a closed loopback port.
+
+The few in DEFAULTED may come from the real environment (DATABASE_URL, say, or what a
+test gives a process it starts); a `.env` cannot set them either, as they are set here
+before chatsite's settings read it.
 """
 
 from __future__ import annotations
@@ -14,35 +21,68 @@ from pathlib import Path
 _tmp = Path(tempfile.gettempdir()) / f"chatsite-tests-{os.getpid()}"
 _tmp.mkdir(parents=True, exist_ok=True)
 
-os.environ.update(
-    {
-        "SECRET_KEY": "tests-only-secret-key-that-is-long-and-not-insecure-prefixed",
-        "DEBUG": "false",
-        "OPENAI_API_KEY": "sk-test-key-never-sent-anywhere-but-loopback",
-        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-        "OPENAI_MODEL": "fake-model",
-        "OPENAI_MODELS": "",
-        "LLM_BACKEND": "auto",
-        "LOCAL_MODEL_PATH": "",
-        "CHAT_TEMPERATURE": "",
-        "CHAT_MAX_TOKENS": "0",
-        "CHAT_CONTEXT_WINDOWS": "",
-        "CHAT_CONTEXT_WINDOW": "8192",
-        "OPENAI_TIMEOUT": "5",
-        "OPENAI_MAX_RETRIES": "0",
-        "CHAT_SYSTEM_PROMPT": "You are a test assistant.",
-        "CHAT_SAVE_INTERVAL": "0.05",
-        # No sweep behind a test's back: tests that need one call it (or start their own).
-        "CHAT_SWEEP_INTERVAL": "3600",
-        # Off unless a test turns it on: a title request would take a scripted fake reply.
-        "CHAT_AUTO_TITLE": "false",
-        "CHAT_TITLE_TIMEOUT": "3",
-        "SIGNUP_ENABLED": "true",
-        "WHITENOISE_USE_FINDERS": "true",
-    }
-)
-os.environ.setdefault("CHAT_LOG_FILE", str(_tmp / "chat.log"))
-os.environ.setdefault("DATABASE_URL", f"sqlite:///{_tmp / 'db.sqlite3'}")
+# What the tests expect; mostly chatsite's defaults, spelled out.
+PINNED = {
+    "SECRET_KEY": "tests-only-secret-key-that-is-long-and-not-insecure-prefixed",
+    "DEBUG": "false",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "CSRF_TRUSTED_ORIGINS": "",
+    "SESSION_COOKIE_SECURE": "false",
+    "CSRF_COOKIE_SECURE": "false",
+    "SIGNUP_ENABLED": "true",
+    "TIME_ZONE": "UTC",
+    "WHITENOISE_USE_FINDERS": "true",
+    # The model: the fake server (see above), never a real one.
+    "OPENAI_API_KEY": "sk-test-key-never-sent-anywhere-but-loopback",
+    "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    "OPENAI_MODEL": "fake-model",
+    "OPENAI_MODELS": "",
+    "OPENAI_TIMEOUT": "5",
+    "OPENAI_MAX_RETRIES": "0",
+    "LLM_BACKEND": "auto",
+    # The local model: the bundled one, as set-up installed it. The self-test file stays
+    # the default (in .venv), so that a real set-up's self-test result is seen.
+    "LOCAL_MODEL_PATH": "",
+    "LOCAL_MODEL_MAX_TOKENS": "1024",
+    "LOCAL_MODEL_KEEP_ALIVE": "10",
+    "LOCAL_MODEL_RUN_DIR": "",
+    "LOCAL_MODEL_SELFTEST_FILE": "",
+    # Generation defaults.
+    "CHAT_TEMPERATURE": "",
+    "CHAT_MAX_TOKENS": "0",
+    "CHAT_CONTEXT_WINDOWS": "",
+    "CHAT_CONTEXT_WINDOW": "8192",
+    # Chat behaviour.
+    "CHAT_MAX_MESSAGE_CHARS": "20000",
+    "CHAT_SYSTEM_PROMPT": "You are a test assistant.",
+    "CHAT_SAVE_INTERVAL": "0.05",
+    "CHAT_STALE_AFTER": "90",
+    # No sweep behind a test's back: tests that need one call it (or start their own).
+    "CHAT_SWEEP_INTERVAL": "3600",
+    "CHAT_NOJS_WAIT": "120",
+    "CHAT_SIDEBAR_LIMIT": "100",
+    # Off unless a test turns it on: a title request would take a scripted fake reply.
+    "CHAT_AUTO_TITLE": "false",
+    "CHAT_TITLE_TIMEOUT": "3",
+    "CHAT_SEARCH_PAGE_SIZE": "20",
+    "CHAT_IMPORT_MAX_BYTES": str(1024 * 1024 * 1024),
+}
+# These may come from the real environment, never from a .env: CI runs the suite a second
+# time on PostgreSQL, and tests start processes of their own with a log file, its rotation
+# or the local model's size and threads changed.
+DEFAULTED = {
+    "DATABASE_URL": f"sqlite:///{_tmp / 'db.sqlite3'}",
+    "CHAT_LOG_FILE": str(_tmp / "chat.log"),
+    "CHAT_LOG_MAX_BYTES": str(20 * 1024 * 1024),
+    "CHAT_LOG_BACKUP_COUNT": "10",
+    "LOCAL_MODEL_CONTEXT": "4096",
+    "LOCAL_MODEL_THREADS": "0",
+    "LOCAL_MODEL_CONCURRENCY": "1",
+}
+
+os.environ.update(PINNED)
+for _name, _value in DEFAULTED.items():
+    os.environ.setdefault(_name, _value)
 
 from chatsite.settings import *  # noqa: E402, F403
 from chatsite.settings import DATABASES  # noqa: E402

@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from conversations.models import Conversation, Message
 from conversations.transfer import export as transfer_export
-from tests.factories import ConversationFactory, MessageFactory, ReplyFactory, UserFactory
+from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory, UserFactory
 
 CHANGELIST = "admin:conversations_conversation_changelist"
 MESSAGES = "admin:conversations_message_changelist"

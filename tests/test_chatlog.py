@@ -14,8 +14,8 @@ from django.conf import settings as django_settings
 from django.urls import reverse
 
 from conversations.models import Message
-from tests.fake_openai import Reply
-from tests.helpers import HTMX, finished, last_reply, log_events, send
+from tests.support.fake_openai import Reply
+from tests.support.helpers import HTMX, finished, last_reply, log_events, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from conversations.models import Message
 from conversations.rendering import pygments_css, render_markdown
-from tests.factories import ConversationFactory
+from tests.support.factories import ConversationFactory
 
 ALLOWED_TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code",
