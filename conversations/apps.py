@@ -1,3 +1,5 @@
+"""The app's configuration; `ready()` wires what must not happen at import time."""
+
 from __future__ import annotations
 
 import atexit

@@ -1,3 +1,5 @@
+"""Forms: the composer, the edit and rename forms, per-conversation settings, import uploads."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast

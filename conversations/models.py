@@ -1,3 +1,7 @@
+"""The tables: Conversation, Message (a tree per conversation, with status, finish reason,
+tokens and timings) and ImportJob.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,3 +1,8 @@
+"""The chat page and the turns of a conversation: send, stop, retry, edit, show a version,
+settings. Thin: read the request, call one service, render a partial for htmx or the
+whole page without it.
+"""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,3 +1,7 @@
+"""What every page's template gets: whether a model can answer, the default model, sign-up,
+and the stream's event names.
+"""
+
 from __future__ import annotations
 
 from typing import Any
