@@ -149,7 +149,7 @@ def _sweep() -> None:
 
 
 @dataclass
-class _Progress:
+class Progress:
     text: str = ""
     status: str = Message.Status.PENDING
     model: str = ""
@@ -176,7 +176,7 @@ def _load(message_id: int) -> tuple[Message, list[dict[str, str]]]:
 
 
 @on_db_thread
-def _save_progress(message_id: int, progress: _Progress, *, write: bool) -> bool:
+def save_progress(message_id: int, progress: Progress, *, write: bool) -> bool:
     """Write the growing reply (or only look, if nothing changed).
 
     False if it must stop: Stop was pressed in another process, or the reply was ended
@@ -197,17 +197,21 @@ def _save_progress(message_id: int, progress: _Progress, *, write: bool) -> bool
     )
 
 
-def _finish(message_id: int, progress: _Progress, status: str, error: str, total_ms: int) -> None:
+def _finish(message_id: int, progress: Progress, status: str, error: str, total_ms: int) -> None:
     try:
-        _record_end(message_id, progress, status, error, total_ms)
+        record_end(message_id, progress, status, error, total_ms)
     finally:
         # The DB thread serves every generation: hold no connection between them.
         connection.close()
 
 
-def _record_end(
-    message_id: int, progress: _Progress, status: str, error: str, total_ms: int
+def record_end(
+    message_id: int, progress: Progress, status: str, error: str, total_ms: int
 ) -> None:
+    """Save how the reply ended — text, status, usage, timings — and log it, once.
+
+    Public as a seam: the tests make it fail to prove that a reply survives its database.
+    """
     with transaction.atomic():
         reply = (
             Message.objects.select_for_update()
@@ -252,7 +256,7 @@ def on_complete(hook: Callable[[int, int], None]) -> None:
 async def _generate(live: LiveReply) -> None:
     message_id = live.message_id
     started = time.monotonic()
-    progress = _Progress()
+    progress = Progress()
     status, error = Message.Status.ERROR, ""
     reply: Message | None = None
     try:
@@ -276,7 +280,7 @@ async def _generate(live: LiveReply) -> None:
                     time.monotonic() - progress.saved_at > HEARTBEAT_SECONDS
                 )
                 try:
-                    go_on = await runner.db(_save_progress, message_id, progress, write=write)
+                    go_on = await runner.db(save_progress, message_id, progress, write=write)
                 except Exception:
                     # A passing database error must not end the saving for good.
                     logger.exception("Saving reply %s failed; will try again", message_id)

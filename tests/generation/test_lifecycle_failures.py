@@ -40,7 +40,7 @@ def _fail_first(monkeypatch, name: str, times: int = 1) -> list[int]:
 def test_a_database_error_at_the_end_does_not_lose_the_reply(
     owner_client, fake_openai, monkeypatch
 ):
-    calls = _fail_first(monkeypatch, "_record_end", times=2)
+    calls = _fail_first(monkeypatch, "record_end", times=2)
     fake_openai.script(Reply(tokens=["all", " of", " this", " text"]))
     send(owner_client, "Save me")
     reply = finished(last_reply(), timeout=15)
@@ -55,7 +55,7 @@ def test_a_database_error_while_streaming_does_not_stop_the_saving(
     owner_client, fake_openai, monkeypatch, settings
 ):
     settings.CHAT_SAVE_INTERVAL = 0.05
-    calls = _fail_first(monkeypatch, "_save_progress")
+    calls = _fail_first(monkeypatch, "save_progress")
     fake_openai.script(Reply(tokens=[f"s{i} " for i in range(30)], delay=0.04))
     send(owner_client, "Keep saving")
     reply = last_reply()
