@@ -13,6 +13,7 @@ from conversations.models import Conversation, Message
 from conversations.transfer import chatgpt, export
 from conversations.transfer.chatsite import conversations_import_json
 from tests.support.chatgpt_export import simple
+from tests.support.chatsite_export import document, entry
 from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
 
 pytestmark = pytest.mark.django_db
@@ -23,40 +24,6 @@ START = datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 def exported(queryset=None) -> dict:
     return json.loads("".join(export.export_json(queryset or Conversation.objects.all())))
-
-
-def entry(title: str, **changes) -> dict:
-    """A minimal valid chatsite export entry with two messages."""
-    raw = {
-        "id": 1,
-        "owner": "alice",
-        "title": title,
-        "model": "fake-model",
-        "system_prompt": "",
-        "created": "2024-01-01T00:00:00+00:00",
-        "messages": [
-            {
-                "id": 1,
-                "parent_id": None,
-                "role": "user",
-                "content": "Q",
-                "created": "2024-01-01T00:00:01+00:00",
-            },
-            {
-                "id": 2,
-                "parent_id": 1,
-                "role": "assistant",
-                "content": "A",
-                "created": "2024-01-01T00:00:02+00:00",
-            },
-        ],
-    }
-    raw.update(changes)
-    return raw
-
-
-def document(*entries: dict) -> dict:
-    return {"format": export.FORMAT, "version": export.VERSION, "conversations": list(entries)}
 
 
 # --- The JSON export keeps everything -------------------------------------------------------------

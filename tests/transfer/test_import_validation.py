@@ -6,45 +6,12 @@ from __future__ import annotations
 import pytest
 
 from conversations.models import Conversation
-from conversations.transfer import chatgpt, export
+from conversations.transfer import chatgpt
 from conversations.transfer.chatsite import conversations_import_json
 from tests.support.chatgpt_export import ChatGPTConversation, simple
+from tests.support.chatsite_export import document, entry
 
 pytestmark = pytest.mark.django_db
-
-
-def entry(title: str, **changes) -> dict:
-    """A minimal valid chatsite export entry with two messages."""
-    raw = {
-        "id": 1,
-        "owner": "alice",
-        "title": title,
-        "model": "fake-model",
-        "system_prompt": "",
-        "created": "2024-01-01T00:00:00+00:00",
-        "messages": [
-            {
-                "id": 1,
-                "parent_id": None,
-                "role": "user",
-                "content": "Q",
-                "created": "2024-01-01T00:00:01+00:00",
-            },
-            {
-                "id": 2,
-                "parent_id": 1,
-                "role": "assistant",
-                "content": "A",
-                "created": "2024-01-01T00:00:02+00:00",
-            },
-        ],
-    }
-    raw.update(changes)
-    return raw
-
-
-def document(*entries: dict) -> dict:
-    return {"format": export.FORMAT, "version": export.VERSION, "conversations": list(entries)}
 
 
 # --- One bad entry does not abort the import ------------------------------------------------------
