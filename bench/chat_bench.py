@@ -24,8 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-from conversations.generation.runner import runner
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import configure, csrf, login, page_times, percentiles, seed
 
@@ -34,6 +32,7 @@ configure(OPENAI_API_KEY="sk-bench", LLM_BACKEND="openai")
 import httpx2  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from conversations.generation.runner import runner  # noqa: E402
 from conversations.models import Message  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI, Reply  # noqa: E402
 from tests.support.servers import LiveASGIServer  # noqa: E402

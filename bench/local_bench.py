@@ -25,10 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-from conversations.generation.runner import runner
-from conversations.llm import registry as llm
-from conversations.llm.backends import local, local_engine
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import configure, csrf, login, page_times, percentiles, seed
 
@@ -49,6 +45,9 @@ configure(
 
 import httpx2  # noqa: E402
 
+from conversations.generation.runner import runner  # noqa: E402
+from conversations.llm import registry as llm  # noqa: E402
+from conversations.llm.backends import local, local_engine  # noqa: E402
 from conversations.models import Message  # noqa: E402
 from tests.support.servers import LiveASGIServer  # noqa: E402
 

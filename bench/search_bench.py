@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from conversations.history import search as fulltext
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import configure
 
@@ -27,6 +25,7 @@ configure()
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import transaction  # noqa: E402
 
+from conversations.history import search as fulltext  # noqa: E402
 from conversations.models import Conversation, Message  # noqa: E402
 
 WORDS = [
