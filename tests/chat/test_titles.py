@@ -172,3 +172,33 @@ def test_a_stranger_cannot_read_my_title(stranger_client, owner):
 )
 def test_a_model_answer_is_cleaned_into_a_title(answer, title):
     assert titles.clean_title(answer) == title
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_conversation_deleted_while_its_title_is_awaited_answers_404(
+    owner_client, owner, fake_openai, auto_titles
+):
+    """One tab waits for the automatic title while another deletes the conversation."""
+    import threading
+
+    from django.test import Client
+
+    fake_openai.script(
+        Reply(tokens=["An answer."]), Reply(tokens=["Automatic", " title"], first_delay=1.0)
+    )
+    send(owner_client, "A question")
+    reply = last_reply()
+    live = runner.get(reply.pk)
+    assert live is not None and live.wait_done(10)
+    fake_openai.wait_for_requests(2)  # the title request is in flight now
+    waiting = Client()
+    waiting.force_login(owner)
+    answers: list[int] = []
+    url = reverse("conversation_title", args=[reply.conversation_id])
+    tab = threading.Thread(target=lambda: answers.append(waiting.get(url, **HTMX).status_code))
+    tab.start()
+    deleted = owner_client.post(reverse("delete", args=[reply.conversation_id]), **HTMX)
+    assert deleted.status_code in (200, 204, 302)
+    tab.join(15)
+    assert answers == [404]
+    assert runner.wait_idle(10)
