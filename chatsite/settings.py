@@ -193,6 +193,8 @@ CHAT_STALE_AFTER = env.float("CHAT_STALE_AFTER", default=90.0)
 CHAT_SWEEP_INTERVAL = env.float("CHAT_SWEEP_INTERVAL", default=10.0)
 # How long a no-JavaScript send waits for the reply before redirecting.
 CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
+# Messages of a conversation's branch shown at once; "Show earlier messages" loads more.
+CHAT_THREAD_PAGE = max(1, env.int("CHAT_THREAD_PAGE", default=200))
 CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)
 # After a conversation's first reply, ask the model for a short title (a small extra request).
 CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)

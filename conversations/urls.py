@@ -25,6 +25,7 @@ conversation_urls: list[URLPattern | URLResolver] = [
     path("rename/", history.rename, name="rename"),
     path("delete/", history.delete, name="delete"),
     path("title/", history.conversation_title, name="conversation_title"),
+    path("earlier/", chat.earlier, name="earlier"),
     path("export/<str:fmt>/", transfer.export_conversation, name="export"),
     path("m/<id:message_id>/", include(message_urls)),
 ]

@@ -61,6 +61,7 @@ PINNED = {
     "CHAT_SWEEP_INTERVAL": "3600",
     "CHAT_NOJS_WAIT": "120",
     "CHAT_SIDEBAR_LIMIT": "100",
+    "CHAT_THREAD_PAGE": "200",
     # Off unless a test turns it on: a title request would take a scripted fake reply.
     "CHAT_AUTO_TITLE": "false",
     "CHAT_TITLE_TIMEOUT": "3",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -41,20 +42,41 @@ def page_context(
     sidebar: history_sidebar.ConversationPage | None = None,
     settings_form: ConversationSettingsForm | None = None,
     through: Message | None = None,
+    before: int | None = None,
 ) -> dict[str, Any]:
     thread: list[Message] = []
     if conversation is not None:
         thread = selectors.thread(conversation=conversation, through=through)
+    shown = _window(thread, before=before)
     return {
         # Shown through ?m= rather than the saved branch: a message sent follows it.
         "after": thread[-1].pk if through is not None and thread else None,
+        "through": through,
+        **_earlier(thread, shown),
         "conversation": conversation,
         "sidebar": sidebar or history_sidebar.conversation_list(user=request.user),
-        "thread": thread,
+        "thread": shown,
         "last_id": thread[-1].pk if thread else None,
         "form": form or MessageForm(),
         "settings_form": settings_form or ConversationSettingsForm.for_conversation(conversation),
     }
+
+
+def _window(thread: list[Message], *, before: int | None) -> list[Message]:
+    """The part of the branch a page shows: its newest CHAT_THREAD_PAGE messages, or with
+    `before` (a message of the branch), from that many earlier to the end."""
+    end = len(thread)
+    ids = [m.pk for m in thread]
+    start = end - settings.CHAT_THREAD_PAGE
+    if before is not None and before in ids:
+        start = ids.index(before) - settings.CHAT_THREAD_PAGE
+    return thread[max(start, 0) :]
+
+
+def _earlier(thread: list[Message], shown: list[Message]) -> dict[str, Any]:
+    """What the "Show earlier messages" link needs: how many are hidden, and where."""
+    hidden = len(thread) - len(shown)
+    return {"earlier_count": hidden, "earlier_before": shown[0].pk if hidden and shown else None}
 
 
 @require_GET
@@ -80,7 +102,27 @@ def conversation(request: Request, conversation_id: int) -> HttpResponse:
         and selectors.in_flight_reply(conversation=conv) is None
     ):
         through = target
-    return render(request, TEMPLATE, page_context(request, conv, through=through))
+    before = parse_id(request.GET.get("before"))
+    return render(request, TEMPLATE, page_context(request, conv, through=through, before=before))
+
+
+@require_GET
+def earlier(request: Request, conversation_id: int) -> HttpResponse:
+    """The CHAT_THREAD_PAGE messages of the branch before `?before=<id>` (for htmx; the
+    link's own href, the whole page from there, works without JavaScript)."""
+    conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    through = selectors.conversation_message(conversation=conv, message_id=request.GET.get("m", ""))
+    thread = selectors.thread(conversation=conv, through=through)
+    ids = [m.pk for m in thread]
+    before = parse_id(request.GET.get("before"))
+    if not request.htmx or before not in ids:
+        url = conv.get_absolute_url() + (f"?before={before}" if before in ids else "")
+        return redirect(url)
+    end = ids.index(before)
+    chunk = thread[max(end - settings.CHAT_THREAD_PAGE, 0) : end]
+    context = {"conversation": conv, "through": through, "thread": chunk}
+    context |= _earlier(thread[:end], chunk)
+    return render(request, f"{TEMPLATE}#messages", context)
 
 
 def _composer_error(
@@ -208,7 +250,9 @@ def _thread_response(request: Request, conversation_id: int) -> HttpResponse:
     """The branch now shown, swapped in for the thread (htmx)."""
     conv = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
     thread = selectors.thread(conversation=conv)
-    context = {"thread": thread, "last_id": thread[-1].pk if thread else None}
+    shown = _window(thread, before=None)
+    context = {"conversation": conv, "thread": shown, "last_id": thread[-1].pk if thread else None}
+    context |= _earlier(thread, shown)
     html = render_to_string(f"{TEMPLATE}#messages", context, request=request)
     return reswap(retarget(HttpResponse(html), "#thread"), "innerHTML")
 
