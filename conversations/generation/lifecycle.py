@@ -205,9 +205,7 @@ def _finish(message_id: int, progress: Progress, status: str, error: str, total_
         connection.close()
 
 
-def record_end(
-    message_id: int, progress: Progress, status: str, error: str, total_ms: int
-) -> None:
+def record_end(message_id: int, progress: Progress, status: str, error: str, total_ms: int) -> None:
     """Save how the reply ended — text, status, usage, timings — and log it, once.
 
     Public as a seam: the tests make it fail to prove that a reply survives its database.
