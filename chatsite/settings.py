@@ -184,6 +184,15 @@ CHAT_CONTEXT_WINDOW = env.int("CHAT_CONTEXT_WINDOW", default=8192)
 
 # --- Chat behaviour -----------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
+
+# --- Per-user limits ---
+# Site defaults of every user's limits on generations (0: no limit); a user's own, set in
+# the admin, take precedence. Replies at once; replies asked for (send, edit, retry) in any
+# 60 seconds; prompt and reply tokens since midnight (TIME_ZONE).
+CHAT_MAX_CONCURRENT_REPLIES = env.int("CHAT_MAX_CONCURRENT_REPLIES", default=2)
+CHAT_MAX_MESSAGES_PER_MINUTE = env.int("CHAT_MAX_MESSAGES_PER_MINUTE", default=6)
+CHAT_MAX_TOKENS_PER_DAY = env.int("CHAT_MAX_TOKENS_PER_DAY", default=2_000_000)
+
 CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful assistant.")
 # How often a growing reply is written to the database.
 CHAT_SAVE_INTERVAL = env.float("CHAT_SAVE_INTERVAL", default=0.5)
