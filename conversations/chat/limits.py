@@ -62,8 +62,12 @@ def site_limits() -> Limits:
 
 def limits_for(*, user_id: int) -> Limits:
     """The user's limits: their own where set in the admin, the site's elsewhere."""
+    return effective(UserLimits.objects.filter(user_id=user_id).first())
+
+
+def effective(own: UserLimits | None) -> Limits:
+    """The limits in effect for a user whose own are `own` (None: none set)."""
     site = site_limits()
-    own = UserLimits.objects.filter(user_id=user_id).first()
     if own is None:
         return site
     return Limits(

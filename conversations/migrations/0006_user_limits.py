@@ -6,25 +6,60 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0005_message_finish_reason'),
+        ("conversations", "0005_message_finish_reason"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UserLimits',
+            name="UserLimits",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('concurrent_replies', models.PositiveIntegerField(blank=True, help_text="Blank: the site's default. 0: no limit.", null=True, verbose_name='replies at once')),
-                ('messages_per_minute', models.PositiveIntegerField(blank=True, help_text="Replies asked for (send, edit, retry) in any 60 seconds. Blank: the site's default. 0: no limit.", null=True, verbose_name='messages per minute')),
-                ('tokens_per_day', models.PositiveBigIntegerField(blank=True, help_text="Prompt and reply tokens since midnight (TIME_ZONE). Blank: the site's default. 0: no limit.", null=True, verbose_name='tokens per day')),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='generation_limits', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "concurrent_replies",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Blank: the site's default. 0: no limit.",
+                        null=True,
+                        verbose_name="replies at once",
+                    ),
+                ),
+                (
+                    "messages_per_minute",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Replies asked for (send, edit, retry) in any 60 seconds. Blank: the site's default. 0: no limit.",
+                        null=True,
+                        verbose_name="messages per minute",
+                    ),
+                ),
+                (
+                    "tokens_per_day",
+                    models.PositiveBigIntegerField(
+                        blank=True,
+                        help_text="Prompt and reply tokens since midnight (TIME_ZONE). Blank: the site's default. 0: no limit.",
+                        null=True,
+                        verbose_name="tokens per day",
+                    ),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="generation_limits",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'limits',
-                'verbose_name_plural': 'limits',
+                "verbose_name": "limits",
+                "verbose_name_plural": "limits",
             },
         ),
     ]
