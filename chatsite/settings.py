@@ -218,8 +218,10 @@ CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=1024 * 1024 * 1
 CHAT_LOG_FILE = Path(env.str("CHAT_LOG_FILE", default=str(BASE_DIR / "logs" / "chat.log")))
 if not CHAT_LOG_FILE.is_absolute():
     CHAT_LOG_FILE = BASE_DIR / CHAT_LOG_FILE
-CHAT_LOG_MAX_BYTES = env.int("CHAT_LOG_MAX_BYTES", default=20 * 1024 * 1024)
-CHAT_LOG_BACKUP_COUNT = env.int("CHAT_LOG_BACKUP_COUNT", default=10)
+# 51 files of 100 MiB: about four weeks of one user writing at the per-user limits (README,
+# "Limits per user"), so that no user can push the others' lines out of the backups.
+CHAT_LOG_MAX_BYTES = env.int("CHAT_LOG_MAX_BYTES", default=100 * 1024 * 1024)
+CHAT_LOG_BACKUP_COUNT = env.int("CHAT_LOG_BACKUP_COUNT", default=50)
 CHAT_LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
 
 _CHAT_FILE_HANDLER: dict[str, object] = {
