@@ -184,6 +184,15 @@ CHAT_CONTEXT_WINDOW = env.int("CHAT_CONTEXT_WINDOW", default=8192)
 
 # --- Chat behaviour -----------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
+
+# --- Per-user limits ---
+# Site defaults of every user's limits on generations (0: no limit); a user's own, set in
+# the admin, take precedence. Replies at once; replies asked for (send, edit, retry) in any
+# 60 seconds; prompt and reply tokens since midnight (TIME_ZONE).
+CHAT_MAX_CONCURRENT_REPLIES = env.int("CHAT_MAX_CONCURRENT_REPLIES", default=2)
+CHAT_MAX_MESSAGES_PER_MINUTE = env.int("CHAT_MAX_MESSAGES_PER_MINUTE", default=6)
+CHAT_MAX_TOKENS_PER_DAY = env.int("CHAT_MAX_TOKENS_PER_DAY", default=2_000_000)
+
 CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful assistant.")
 # How often a growing reply is written to the database.
 CHAT_SAVE_INTERVAL = env.float("CHAT_SAVE_INTERVAL", default=0.5)
@@ -211,8 +220,10 @@ CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=1024 * 1024 * 1
 CHAT_LOG_FILE = Path(env.str("CHAT_LOG_FILE", default=str(BASE_DIR / "logs" / "chat.log")))
 if not CHAT_LOG_FILE.is_absolute():
     CHAT_LOG_FILE = BASE_DIR / CHAT_LOG_FILE
-CHAT_LOG_MAX_BYTES = env.int("CHAT_LOG_MAX_BYTES", default=20 * 1024 * 1024)
-CHAT_LOG_BACKUP_COUNT = env.int("CHAT_LOG_BACKUP_COUNT", default=10)
+# 51 files of 100 MiB: about four weeks of one user writing at the per-user limits (README,
+# "Limits per user"), so that no user can push the others' lines out of the backups.
+CHAT_LOG_MAX_BYTES = env.int("CHAT_LOG_MAX_BYTES", default=100 * 1024 * 1024)
+CHAT_LOG_BACKUP_COUNT = env.int("CHAT_LOG_BACKUP_COUNT", default=50)
 CHAT_LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
 
 _CHAT_FILE_HANDLER: dict[str, object] = {

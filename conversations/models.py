@@ -1,5 +1,5 @@
 """The tables: Conversation, Message (a tree per conversation, with status, finish reason,
-tokens and timings) and ImportJob.
+tokens and timings), ImportJob and UserLimits (a user's own limits on generations).
 """
 
 from __future__ import annotations
@@ -210,3 +210,42 @@ class ImportJob(models.Model):
         if not self.bytes_total:
             return 0
         return min(99, self.bytes_read * 100 // self.bytes_total)
+
+
+class UserLimits(models.Model):
+    """One user's own limits on generations, where they differ from the site's defaults.
+
+    Blank (None): the site's default (CHAT_MAX_CONCURRENT_REPLIES, CHAT_MAX_MESSAGES_PER_MINUTE,
+    CHAT_MAX_TOKENS_PER_DAY); 0: no limit for this user.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_limits"
+    )
+    concurrent_replies = models.PositiveIntegerField(
+        "replies at once",
+        null=True,
+        blank=True,
+        help_text="Blank: the site's default. 0: no limit.",
+    )
+    messages_per_minute = models.PositiveIntegerField(
+        "messages per minute",
+        null=True,
+        blank=True,
+        help_text="Replies asked for (send, edit, retry) in any 60 seconds. Blank: the "
+        "site's default. 0: no limit.",
+    )
+    tokens_per_day = models.PositiveBigIntegerField(
+        "tokens per day",
+        null=True,
+        blank=True,
+        help_text="Prompt and reply tokens since midnight (TIME_ZONE). Blank: the site's "
+        "default. 0: no limit.",
+    )
+
+    class Meta:
+        verbose_name = "limits"
+        verbose_name_plural = "limits"
+
+    def __str__(self) -> str:
+        return f"Limits of user {self.user_id}"

@@ -54,6 +54,10 @@ PINNED = {
     "CHAT_CONTEXT_WINDOW": "8192",
     # Chat behaviour.
     "CHAT_MAX_MESSAGE_CHARS": "20000",
+    # No limits on generations unless a test sets them (tests/chat/test_limits.py).
+    "CHAT_MAX_CONCURRENT_REPLIES": "0",
+    "CHAT_MAX_MESSAGES_PER_MINUTE": "0",
+    "CHAT_MAX_TOKENS_PER_DAY": "0",
     "CHAT_SYSTEM_PROMPT": "You are a test assistant.",
     "CHAT_SAVE_INTERVAL": "0.05",
     "CHAT_STALE_AFTER": "90",

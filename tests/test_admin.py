@@ -16,8 +16,9 @@ from django.http import StreamingHttpResponse
 from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, UserLimits
 from conversations.transfer import export as transfer_export
 from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory, UserFactory
 
@@ -481,3 +482,63 @@ def test_it_filters_conversations_by_last_activity(staff_client, owner):
     past_week = staff_client.get(reverse(CHANGELIST) + link["query_string"])
     assert "updated__gte" in link["query_string"]
     assert [c.pk for c in results(past_week)] == [recent.pk]
+
+
+# --- Each user's limits on generations ------------------------------------------------
+
+
+def _user_change_data(user, **limits) -> dict:
+    """The user's change form as the admin posts it, with the limits inline."""
+    joined = timezone.localtime(user.date_joined)
+    data = {
+        "username": user.username,
+        "email": user.email,
+        "is_active": "on",
+        "date_joined_0": joined.strftime("%Y-%m-%d"),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+        "generation_limits-TOTAL_FORMS": "1",
+        "generation_limits-INITIAL_FORMS": "0",
+        "generation_limits-MIN_NUM_FORMS": "0",
+        "generation_limits-MAX_NUM_FORMS": "1",
+    }
+    for name, value in limits.items():
+        data[f"generation_limits-0-{name}"] = value
+    return data
+
+
+def test_the_user_page_shows_the_limits_in_effect_and_what_is_used(staff_client, owner, settings):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 2
+    settings.CHAT_MAX_MESSAGES_PER_MINUTE = 20
+    settings.CHAT_MAX_TOKENS_PER_DAY = 0
+    make_conversation(owner, pairs=1)  # one reply of 12 + 5 tokens, just now
+    page = staff_client.get(reverse("admin:auth_user_change", args=[owner.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Limits on generations" in html
+    assert "<tr><th>Replies at once</th><td>2</td><td>0</td></tr>" in html
+    assert "<tr><th>Messages per minute</th><td>20</td><td>1</td></tr>" in html
+    assert "<tr><th>Tokens per day</th><td>no limit</td><td>17</td></tr>" in html
+    assert 'name="generation_limits-0-concurrent_replies"' in html
+
+    listing = staff_client.get(reverse("admin:auth_user_changelist"))
+    assert "2 / 20 / no limit" in listing.content.decode()
+
+
+def test_limits_set_in_the_admin_are_the_users_own_and_shown(staff_client, owner, settings):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 2
+    settings.CHAT_MAX_MESSAGES_PER_MINUTE = 20
+    settings.CHAT_MAX_TOKENS_PER_DAY = 1000
+    url = reverse("admin:auth_user_change", args=[owner.pk])
+    data = _user_change_data(
+        owner, concurrent_replies="1", messages_per_minute="", tokens_per_day="0"
+    )
+    response = staff_client.post(url, data)
+    assert response.status_code == 302, response.context["errors"] if response.context else ""
+    own = UserLimits.objects.get(user=owner)
+    assert (own.concurrent_replies, own.messages_per_minute, own.tokens_per_day) == (1, None, 0)
+    html = staff_client.get(url).content.decode()
+    assert "<tr><th>Replies at once</th><td>1</td><td>0</td></tr>" in html
+    assert "<tr><th>Messages per minute</th><td>20</td>" in html  # blank: the site's
+    assert "<tr><th>Tokens per day</th><td>no limit</td>" in html  # 0: none
+    listing = staff_client.get(reverse("admin:auth_user_changelist"))
+    assert "1 / 20 / no limit" in listing.content.decode()

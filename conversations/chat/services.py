@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations import chatlog
-from conversations.chat import selectors
+from conversations.chat import limits, selectors
 from conversations.generation.lifecycle import replies_interrupt_stale, reply_start
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
@@ -32,6 +32,22 @@ class ConversationBusy(Exception):
     """A reply is still being written in this conversation."""
 
     message = "A reply is still being written. Wait for it to finish, or press Stop."
+
+
+class LimitReached(ConversationBusy):
+    """Over the user's per-minute limit: refused like a busy conversation, nothing saved."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _admit(user_id: int) -> str | None:
+    """The user's limits (`limits.admit`): None, or the error to end the reply with."""
+    try:
+        return limits.admit(user_id=user_id)
+    except limits.TooManyPerMinute as exc:
+        raise LimitReached(exc.message) from None
 
 
 def provisional_title(*, text: str, words: int = 8, chars: int = 60) -> str:
@@ -54,11 +70,15 @@ def _lock_idle(conversation_id: int) -> Conversation:
     return conversation
 
 
-def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Message:
+def _pending_reply(
+    *, conversation: Conversation, question_id: int | None, refused: str | None = None
+) -> Message:
     """Create the reply that the runner will write, show it, and mark the conversation active.
 
     The reply records the settings it is generated with: the conversation's, or the site's
-    defaults where the conversation has none.
+    defaults where the conversation has none. With `refused` (a user's limit was reached)
+    the reply is created ended as an error with those words, and the model is not called:
+    it shows in the thread, with Retry.
     """
     now = timezone.now()
     temperature = conversation.temperature
@@ -74,7 +94,8 @@ def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Me
         conversation=conversation,
         parent_id=question_id,
         role=Message.Role.ASSISTANT,
-        status=Message.Status.PENDING,
+        status=Message.Status.ERROR if refused else Message.Status.PENDING,
+        error=refused or "",
         model=model,
         system_prompt=conversation.system_prompt,
         temperature=settings.CHAT_TEMPERATURE if temperature is None else temperature,
@@ -83,7 +104,11 @@ def _pending_reply(*, conversation: Conversation, question_id: int | None) -> Me
     Conversation.objects.filter(pk=conversation.pk).update(updated=now, current=reply)
     conversation.updated = now
     conversation.current = reply
-    transaction.on_commit(lambda: reply_start(reply=reply))
+    if refused:
+        username = conversation.owner.get_username()
+        transaction.on_commit(lambda: chatlog.log_message(reply, username=username))
+    else:
+        transaction.on_commit(lambda: reply_start(reply=reply))
     return reply
 
 
@@ -102,8 +127,10 @@ def message_send(
     `after` of this conversation (the page showed another branch). A new conversation gets
     `options` (by default the site's). The message is committed and logged before the
     model is called. Raises `ConversationBusy` if a reply is still being written in this
-    conversation.
+    conversation, `LimitReached` (nothing saved) over the user's per-minute limit; over
+    their other limits the message is saved and its reply ended as an error.
     """
+    refused = _admit(user.pk)
     if conversation is None:
         options = options or conversation_defaults()
         conversation = Conversation.objects.create(
@@ -128,7 +155,7 @@ def message_send(
         status=Message.Status.COMPLETE,
     )
     transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
-    reply = _pending_reply(conversation=conversation, question_id=question.pk)
+    reply = _pending_reply(conversation=conversation, question_id=question.pk, refused=refused)
     return conversation, question, reply
 
 
@@ -142,13 +169,15 @@ def reply_regenerate(*, reply: Message) -> Message:
 
     `reply` is kept as an alternative (a sibling). Only a finished reply that ends its
     branch can be regenerated (`NotRetryable` otherwise); `ConversationBusy` while a
-    reply is being written.
+    reply is being written; the user's limits as for a send.
     """
+    owner_id = Conversation.objects.values_list("owner_id", flat=True).get(pk=reply.conversation_id)
+    refused = _admit(owner_id)
     conversation = _lock_idle(reply.conversation_id)
     reply.refresh_from_db()
     if not reply.is_regenerable or not selectors.message_is_last(message=reply):
         raise NotRetryable()
-    return _pending_reply(conversation=conversation, question_id=reply.parent_id)
+    return _pending_reply(conversation=conversation, question_id=reply.parent_id, refused=refused)
 
 
 class NotEditable(Exception):
@@ -161,8 +190,9 @@ def message_edit(*, user: User, message: Message, content: str) -> tuple[Message
 
     The new message is an alternative to `message` (same parent); `message` and all that
     followed it are kept. Raises `NotEditable` for a reply, `ConversationBusy` while a
-    reply is being written.
+    reply is being written; the user's limits as for a send.
     """
+    refused = _admit(user.pk)
     conversation = _lock_idle(message.conversation_id)
     if message.role != Message.Role.USER:
         raise NotEditable()
@@ -174,7 +204,7 @@ def message_edit(*, user: User, message: Message, content: str) -> tuple[Message
         status=Message.Status.COMPLETE,
     )
     transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
-    reply = _pending_reply(conversation=conversation, question_id=question.pk)
+    reply = _pending_reply(conversation=conversation, question_id=question.pk, refused=refused)
     return question, reply
 
 

@@ -164,6 +164,10 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
             content=form.cleaned_data["content"],
             options=settings_form.options(defaults=defaults) if settings_form else None,
         )
+    except chat_services.LimitReached as exc:
+        # Over the per-minute limit nothing is saved: the text stays in the composer.
+        form.add_error("content", exc.message)
+        return _composer_error(request, conv, form, status=429)
     except chat_services.ConversationBusy as exc:
         form.add_error("content", exc.message)
         return _composer_error(request, conv, form, status=409)
