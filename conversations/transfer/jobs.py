@@ -43,7 +43,12 @@ from conversations.models import Conversation, ImportJob
 from conversations.transfer import chatgpt
 from conversations.transfer import chatsite as chatsite_json
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError
-from conversations.transfer.results import ImportFormatError, ImportResult
+from conversations.transfer.results import (
+    REASON_LIMIT,
+    ImportFormatError,
+    ImportResult,
+    report_text,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -327,7 +332,8 @@ def import_job_run(job_id: int, path: str) -> None:
         try:
             source, result = file_import(path=path, owner=job.owner, on_progress=progress)
         except ImportRefused as exc:
-            jobs.update(status=ImportJob.Status.FAILED, error=str(exc), updated=timezone.now())
+            error = report_text(str(exc), REASON_LIMIT)
+            jobs.update(status=ImportJob.Status.FAILED, error=error, updated=timezone.now())
             return
         jobs.update(
             status=ImportJob.Status.DONE,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -117,6 +118,11 @@ class JSONStream:
         while True:
             try:
                 value, end = self._json.raw_decode(self._buf, self._pos)
+            except RecursionError:
+                raise JSONStreamError(
+                    f"The file is too deeply nested to import (near byte {self.bytes_read}): "
+                    "it has more levels of [ and { inside each other than any export has."
+                ) from None
             except json.JSONDecodeError as exc:
                 truncated = exc.msg.startswith("Unterminated string") or (
                     exc.pos >= len(self._buf) - _TAIL
@@ -125,6 +131,15 @@ class JSONStream:
                     raise JSONStreamError(
                         f"Not valid JSON near byte {self.bytes_read}: {exc.msg}."
                     ) from None
+            except ValueError as exc:
+                # int() refuses more digits than sys.get_int_max_str_digits() (4300): the
+                # limit that keeps converting a number from taking quadratic time.
+                if "digits" not in str(exc):
+                    raise
+                raise JSONStreamError(
+                    f"The file has a number with more than {sys.get_int_max_str_digits()} "
+                    f"digits (near byte {self.bytes_read}); no export has one."
+                ) from None
             else:
                 # A number at the very end of the buffer may go on in the next chunk.
                 if end < len(self._buf) or self._eof:
