@@ -35,6 +35,7 @@ from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
@@ -114,6 +115,49 @@ def _zip_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return sorted(found, key=lambda i: (i.filename.count("/"), i.filename))[:1]
 
 
+# A zip member smaller than this is not checked for its compression ratio: it cannot be a bomb.
+RATIO_FLOOR = 1024 * 1024
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB" if size >= 2**20 else f"{size:,} bytes"
+
+
+def _zip_check(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip that is costly to read before reading it: ImportRefused says why.
+
+    Duplicate member names (which one is read is up to the reader), members declaring more
+    than CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES in all, and members compressed more than
+    CHAT_IMPORT_MAX_COMPRESSION_RATIO times (a zip bomb). The sizes are those the zip
+    declares; what is actually read is counted too (`file_import`).
+    """
+    seen: set[str] = set()
+    for info in archive.infolist():
+        if info.filename in seen:
+            raise ImportRefused(
+                f"The zip holds two files named {report_text(info.filename, 200)!r}; a zip "
+                "made that way is refused (which of them is read would be a guess)."
+            )
+        seen.add(info.filename)
+    limit = settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES
+    total = sum(m.file_size for m in members)
+    if total > limit:
+        raise ImportRefused(
+            f"The zip's conversations unpack to {_mib(total)}; the most an import reads is "
+            f"{_mib(limit)} (CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES)."
+        )
+    ratio_limit = settings.CHAT_IMPORT_MAX_COMPRESSION_RATIO
+    for m in members:
+        ratio = m.file_size / max(m.compress_size, 1)
+        if m.file_size >= RATIO_FLOOR and ratio > ratio_limit:
+            raise ImportRefused(
+                f"{m.filename} is compressed {ratio:,.0f} times ({_mib(m.compress_size)} "
+                f"unpacking to {_mib(m.file_size)}); more than {ratio_limit} times "
+                "(CHAT_IMPORT_MAX_COMPRESSION_RATIO) is refused as a likely zip bomb: no "
+                "export compresses that well."
+            )
+
+
 def upload_inspect(path: str) -> Upload:
     """Recognise the file at `path` from its first bytes (and a zip's directory).
 
@@ -128,6 +172,7 @@ def upload_inspect(path: str) -> Upload:
         try:
             with zipfile.ZipFile(path) as archive:
                 members = _zip_members(archive)
+                _zip_check(archive, members)
         except (zipfile.BadZipFile, OSError) as exc:
             raise ImportRefused(f"The zip file cannot be read: {exc}.") from exc
         if not members:
