@@ -213,6 +213,14 @@ CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES = env.int(
 # A zip member (of 1 MiB or more) that unpacks to more than this many times its compressed
 # size is refused: JSON exports compress 5 to 20 times; a zip bomb, a thousand.
 CHAT_IMPORT_MAX_COMPRESSION_RATIO = env.int("CHAT_IMPORT_MAX_COMPRESSION_RATIO", default=200)
+# The largest conversation, message and single text an import takes (bytes of the file):
+# a conversation over one of them is skipped with the reason, the rest import. Memory
+# holds at most one conversation of up to that size (a few times over, while decoded).
+CHAT_IMPORT_MAX_CONVERSATION_BYTES = env.int(
+    "CHAT_IMPORT_MAX_CONVERSATION_BYTES", default=32 * 1024 * 1024
+)
+CHAT_IMPORT_MAX_MESSAGE_BYTES = env.int("CHAT_IMPORT_MAX_MESSAGE_BYTES", default=16 * 1024 * 1024)
+CHAT_IMPORT_MAX_STRING_BYTES = env.int("CHAT_IMPORT_MAX_STRING_BYTES", default=8 * 1024 * 1024)
 
 # --- Logging ------------------------------------------------------------------
 CHAT_LOG_FILE = Path(env.str("CHAT_LOG_FILE", default=str(BASE_DIR / "logs" / "chat.log")))

@@ -23,6 +23,7 @@ from django.utils.dateparse import parse_datetime
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
 from conversations.text import strip_nul
+from conversations.transfer import limits
 from conversations.transfer.export import FORMAT, VERSION
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
 from conversations.transfer.results import ImportFormatError, ImportResult, skipped
@@ -280,6 +281,10 @@ def document_import(
         owners: dict[str, User | None] = {}
         last = start
         for last, raw in enumerate(value.items(), start=start + 1):
+            problem = limits.entry_problem(raw)
+            if problem is not None:
+                result.skipped.append(skipped(last, raw, problem))
+                continue
             before = result.messages_imported
             conversation = conversation_import_entry(
                 raw=raw, position=last, owner=owner, result=result, owners=owners
@@ -317,7 +322,7 @@ def conversations_import_json(*, data: Any, owner: User | None = None) -> Import
         data = io.BytesIO(data)
     elif not hasattr(data, "read"):
         data = io.BytesIO(json.dumps(data).encode())
-    stream = JSONStream(data)
+    stream = JSONStream(data, max_value_bytes=limits.conversation_limit())
     result = ImportResult()
     try:
         if stream.first_char() != "{":

@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from conversations import chatlog
 from conversations.models import Conversation, ImportJob
-from conversations.transfer import chatgpt
+from conversations.transfer import chatgpt, limits
 from conversations.transfer import chatsite as chatsite_json
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError
 from conversations.transfer.results import (
@@ -49,6 +49,7 @@ from conversations.transfer.results import (
     ImportFormatError,
     ImportResult,
     report_text,
+    skipped,
 )
 
 if TYPE_CHECKING:
@@ -119,10 +120,6 @@ def _zip_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
 RATIO_FLOOR = 1024 * 1024
 
 
-def _mib(size: int) -> str:
-    return f"{size / 2**20:,.0f} MiB" if size >= 2**20 else f"{size:,} bytes"
-
-
 def _zip_check(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> None:
     """Refuse a zip that is costly to read before reading it: ImportRefused says why.
 
@@ -143,16 +140,16 @@ def _zip_check(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> None
     total = sum(m.file_size for m in members)
     if total > limit:
         raise ImportRefused(
-            f"The zip's conversations unpack to {_mib(total)}; the most an import reads is "
-            f"{_mib(limit)} (CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES)."
+            f"The zip's conversations unpack to {limits.mib(total)}; the most an import reads is "
+            f"{limits.mib(limit)} (CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES)."
         )
     ratio_limit = settings.CHAT_IMPORT_MAX_COMPRESSION_RATIO
     for m in members:
         ratio = m.file_size / max(m.compress_size, 1)
         if m.file_size >= RATIO_FLOOR and ratio > ratio_limit:
             raise ImportRefused(
-                f"{m.filename} is compressed {ratio:,.0f} times ({_mib(m.compress_size)} "
-                f"unpacking to {_mib(m.file_size)}); more than {ratio_limit} times "
+                f"{m.filename} is compressed {ratio:,.0f} times ({limits.mib(m.compress_size)} "
+                f"unpacking to {limits.mib(m.file_size)}); more than {ratio_limit} times "
                 "(CHAT_IMPORT_MAX_COMPRESSION_RATIO) is refused as a likely zip bomb: no "
                 "export compresses that well."
             )
@@ -184,6 +181,12 @@ def upload_inspect(path: str) -> Upload:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text[:1] not in (b"[", b"{"):
         raise ImportRefused(_NOT_AN_EXPORT)
+    most = settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES
+    if size > most:
+        raise ImportRefused(
+            f"The file is {limits.mib(size)}; the most an import reads is {limits.mib(most)} "
+            "(CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES)."
+        )
     return Upload(False, [], size)
 
 
@@ -204,6 +207,10 @@ def _import_chatgpt(
         raise OwnerRequired(OWNER_REQUIRED)
     position = start
     for position, raw in enumerate(items, start=start + 1):
+        problem = limits.entry_problem(raw)
+        if problem is not None:
+            result.skipped.append(skipped(position, raw, problem))
+            continue
         before = result.messages_imported
         conversation = chatgpt.conversation_import(
             raw=raw, position=position, owner=owner, result=result
@@ -256,18 +263,28 @@ def file_import(
     result = ImportResult()
     done = 0  # bytes of the members already read
 
+    most = settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES
+
     def progress(read: int) -> None:
+        # What is read, not what the zip declares: a member may unpack to more.
+        if done + read > most:
+            raise ImportRefused(
+                f"The file holds more than {limits.mib(most)} of JSON, the most an import "
+                "reads (CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES); the conversations before that "
+                "point are imported."
+            )
         if on_progress is not None:
             on_progress(done + read, upload.total, result)
+
+    def stream(file: IO[bytes]) -> JSONStream:
+        return JSONStream(file, max_value_bytes=limits.conversation_limit(), on_read=progress)
 
     source = CHATGPT
     position = 0
     try:
         if not upload.is_zip:
             with open(path, "rb") as f:
-                source, position = _import_stream(
-                    JSONStream(f, on_read=progress), owner=owner, result=result, start=0
-                )
+                source, position = _import_stream(stream(f), owner=owner, result=result, start=0)
         else:
             with zipfile.ZipFile(path) as archive:
                 for name in upload.members:
@@ -275,7 +292,7 @@ def file_import(
                     with archive.open(name) as member:
                         try:
                             source, position = _import_stream(
-                                JSONStream(member, on_read=progress),
+                                stream(member),
                                 owner=owner,
                                 result=result,
                                 start=position,
