@@ -215,6 +215,23 @@ CHAT_SEARCH_PAGE_SIZE = env.int("CHAT_SEARCH_PAGE_SIZE", default=20)
 # Largest export a user may upload on /import/ (bytes). Uploaded files are written to a
 # temporary file, never held in memory (DATA_UPLOAD_MAX_MEMORY_SIZE does not count them).
 CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=1024 * 1024 * 1024)
+# --- Import limits ---
+# What an import reads, whatever the upload's size: a zip whose members declare more than
+# this uncompressed, in all (bytes), is refused, and so is one still reading past it.
+CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES = env.int(
+    "CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES", default=4 * 1024 * 1024 * 1024
+)
+# A zip member (of 1 MiB or more) that unpacks to more than this many times its compressed
+# size is refused: JSON exports compress 5 to 20 times; a zip bomb, a thousand.
+CHAT_IMPORT_MAX_COMPRESSION_RATIO = env.int("CHAT_IMPORT_MAX_COMPRESSION_RATIO", default=200)
+# The largest conversation, message and single text an import takes (bytes of the file):
+# a conversation over one of them is skipped with the reason, the rest import. Memory
+# holds at most one conversation of up to that size (a few times over, while decoded).
+CHAT_IMPORT_MAX_CONVERSATION_BYTES = env.int(
+    "CHAT_IMPORT_MAX_CONVERSATION_BYTES", default=32 * 1024 * 1024
+)
+CHAT_IMPORT_MAX_MESSAGE_BYTES = env.int("CHAT_IMPORT_MAX_MESSAGE_BYTES", default=16 * 1024 * 1024)
+CHAT_IMPORT_MAX_STRING_BYTES = env.int("CHAT_IMPORT_MAX_STRING_BYTES", default=8 * 1024 * 1024)
 
 # --- Logging ------------------------------------------------------------------
 CHAT_LOG_FILE = Path(env.str("CHAT_LOG_FILE", default=str(BASE_DIR / "logs" / "chat.log")))

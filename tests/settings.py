@@ -71,6 +71,11 @@ PINNED = {
     "CHAT_TITLE_TIMEOUT": "3",
     "CHAT_SEARCH_PAGE_SIZE": "20",
     "CHAT_IMPORT_MAX_BYTES": str(1024 * 1024 * 1024),
+    "CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES": str(4 * 1024 * 1024 * 1024),
+    "CHAT_IMPORT_MAX_COMPRESSION_RATIO": "200",
+    "CHAT_IMPORT_MAX_CONVERSATION_BYTES": str(32 * 1024 * 1024),
+    "CHAT_IMPORT_MAX_MESSAGE_BYTES": str(16 * 1024 * 1024),
+    "CHAT_IMPORT_MAX_STRING_BYTES": str(8 * 1024 * 1024),
 }
 # These may come from the real environment, never from a .env: CI runs the suite a second
 # time on PostgreSQL, and tests start processes of their own with a log file, its rotation

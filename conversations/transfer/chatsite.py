@@ -20,8 +20,10 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
 from conversations.text import strip_nul
+from conversations.transfer import limits
 from conversations.transfer.export import FORMAT, VERSION
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
 from conversations.transfer.results import ImportFormatError, ImportResult, skipped
@@ -82,6 +84,33 @@ def _number(raw: dict[str, Any], key: str, what: str, kind: type[Any]) -> Any:
     if not math.isfinite(value):
         raise _Invalid(f"{what}: {key} is not a finite number")
     return kind(value)
+
+
+# The bounds of the per-conversation settings, as ConversationSettingsForm (conversations/
+# forms.py) enforces them. forms.py has no constants for them and sits above this package
+# in the import layers, so they are written once more here: keep the two in step.
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 2.0
+MAX_TOKENS_MIN, MAX_TOKENS_MAX = 1, 32768
+
+
+def _settings_checked(conversation: Conversation) -> None:
+    """Give an imported conversation only settings the settings form would accept.
+
+    A model this server does not offer becomes the site's default model (as for ChatGPT
+    imports); a temperature or a reply length out of the form's bounds becomes blank, the
+    site's default. A file cannot choose what a user could not.
+    """
+    model = conversation.model
+    if model:
+        offered = {option.id for option in llm.available_models()}
+        if model not in offered and model != llm.default_model():
+            conversation.model = llm.default_model()
+    temperature = conversation.temperature
+    if temperature is not None and not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
+        conversation.temperature = None
+    max_tokens = conversation.max_tokens
+    if max_tokens is not None and not MAX_TOKENS_MIN <= max_tokens <= MAX_TOKENS_MAX:
+        conversation.max_tokens = None
 
 
 def _id(value: Any) -> bool:
@@ -161,6 +190,7 @@ def _parse_entry(raw: Any) -> _Entry:
         created=created,
         updated=updated,
     )
+    _settings_checked(conversation)
     _validate(conversation, what, exclude=["owner", "current"])
     raw_messages = raw.get("messages")
     if not isinstance(raw_messages, list):
@@ -251,6 +281,10 @@ def document_import(
         owners: dict[str, User | None] = {}
         last = start
         for last, raw in enumerate(value.items(), start=start + 1):
+            problem = limits.entry_problem(raw)
+            if problem is not None:
+                result.skipped.append(skipped(last, raw, problem))
+                continue
             before = result.messages_imported
             conversation = conversation_import_entry(
                 raw=raw, position=last, owner=owner, result=result, owners=owners
@@ -288,7 +322,7 @@ def conversations_import_json(*, data: Any, owner: User | None = None) -> Import
         data = io.BytesIO(data)
     elif not hasattr(data, "read"):
         data = io.BytesIO(json.dumps(data).encode())
-    stream = JSONStream(data)
+    stream = JSONStream(data, max_value_bytes=limits.conversation_limit())
     result = ImportResult()
     try:
         if stream.first_char() != "{":

@@ -134,6 +134,21 @@ def export_json(
     yield "\n]}\n"
 
 
+# A spreadsheet takes a cell starting with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> object:
+    """`value` safe to open in a spreadsheet: text that would start a formula gets a `'`.
+
+    As OWASP recommends for CSV injection; numbers and None are written as they are. Only
+    the CSV export does this: the JSON export (the one re-imported) stays exact.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 class _Echo:
     """A file that hands back what is written to it, so csv.writer makes strings."""
 
@@ -145,7 +160,9 @@ def export_csv(queryset: QuerySet[Conversation], *, batch_size: int | None = Non
     """Yield a CSV export of `queryset`: a header, then one row per message.
 
     Fields are quoted as needed (RFC 4180), so commas, quotes and newlines in message text
-    survive; rows end in CRLF. Conversations without messages have no rows.
+    survive; rows end in CRLF. Conversations without messages have no rows. Text cells
+    starting with =, +, -, @, a tab or a carriage return get a leading `'` so that a
+    spreadsheet shows them rather than running them as formulas (`_csv_cell`).
     """
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
@@ -153,7 +170,8 @@ def export_csv(queryset: QuerySet[Conversation], *, batch_size: int | None = Non
         owner = conversation.owner.get_username()
         rows = [
             writer.writerow(
-                [
+                _csv_cell(cell)
+                for cell in [
                     conversation.pk,
                     conversation.title,
                     owner,

@@ -35,15 +35,22 @@ from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from conversations import chatlog
 from conversations.models import Conversation, ImportJob
-from conversations.transfer import chatgpt
+from conversations.transfer import chatgpt, limits
 from conversations.transfer import chatsite as chatsite_json
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError
-from conversations.transfer.results import ImportFormatError, ImportResult
+from conversations.transfer.results import (
+    REASON_LIMIT,
+    ImportFormatError,
+    ImportResult,
+    report_text,
+    skipped,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -109,6 +116,45 @@ def _zip_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return sorted(found, key=lambda i: (i.filename.count("/"), i.filename))[:1]
 
 
+# A zip member smaller than this is not checked for its compression ratio: it cannot be a bomb.
+RATIO_FLOOR = 1024 * 1024
+
+
+def _zip_check(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip that is costly to read before reading it: ImportRefused says why.
+
+    Duplicate member names (which one is read is up to the reader), members declaring more
+    than CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES in all, and members compressed more than
+    CHAT_IMPORT_MAX_COMPRESSION_RATIO times (a zip bomb). The sizes are those the zip
+    declares; what is actually read is counted too (`file_import`).
+    """
+    seen: set[str] = set()
+    for info in archive.infolist():
+        if info.filename in seen:
+            raise ImportRefused(
+                f"The zip holds two files named {report_text(info.filename, 200)!r}; a zip "
+                "made that way is refused (which of them is read would be a guess)."
+            )
+        seen.add(info.filename)
+    limit = settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES
+    total = sum(m.file_size for m in members)
+    if total > limit:
+        raise ImportRefused(
+            f"The zip's conversations unpack to {limits.mib(total)}; the most an import reads is "
+            f"{limits.mib(limit)} (CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES)."
+        )
+    ratio_limit = settings.CHAT_IMPORT_MAX_COMPRESSION_RATIO
+    for m in members:
+        ratio = m.file_size / max(m.compress_size, 1)
+        if m.file_size >= RATIO_FLOOR and ratio > ratio_limit:
+            raise ImportRefused(
+                f"{m.filename} is compressed {ratio:,.0f} times ({limits.mib(m.compress_size)} "
+                f"unpacking to {limits.mib(m.file_size)}); more than {ratio_limit} times "
+                "(CHAT_IMPORT_MAX_COMPRESSION_RATIO) is refused as a likely zip bomb: no "
+                "export compresses that well."
+            )
+
+
 def upload_inspect(path: str) -> Upload:
     """Recognise the file at `path` from its first bytes (and a zip's directory).
 
@@ -123,6 +169,7 @@ def upload_inspect(path: str) -> Upload:
         try:
             with zipfile.ZipFile(path) as archive:
                 members = _zip_members(archive)
+                _zip_check(archive, members)
         except (zipfile.BadZipFile, OSError) as exc:
             raise ImportRefused(f"The zip file cannot be read: {exc}.") from exc
         if not members:
@@ -134,6 +181,12 @@ def upload_inspect(path: str) -> Upload:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text[:1] not in (b"[", b"{"):
         raise ImportRefused(_NOT_AN_EXPORT)
+    most = settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES
+    if size > most:
+        raise ImportRefused(
+            f"The file is {limits.mib(size)}; the most an import reads is {limits.mib(most)} "
+            "(CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES)."
+        )
     return Upload(False, [], size)
 
 
@@ -154,6 +207,10 @@ def _import_chatgpt(
         raise OwnerRequired(OWNER_REQUIRED)
     position = start
     for position, raw in enumerate(items, start=start + 1):
+        problem = limits.entry_problem(raw)
+        if problem is not None:
+            result.skipped.append(skipped(position, raw, problem))
+            continue
         before = result.messages_imported
         conversation = chatgpt.conversation_import(
             raw=raw, position=position, owner=owner, result=result
@@ -206,18 +263,28 @@ def file_import(
     result = ImportResult()
     done = 0  # bytes of the members already read
 
+    most = settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES
+
     def progress(read: int) -> None:
+        # What is read, not what the zip declares: a member may unpack to more.
+        if done + read > most:
+            raise ImportRefused(
+                f"The file holds more than {limits.mib(most)} of JSON, the most an import "
+                "reads (CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES); the conversations before that "
+                "point are imported."
+            )
         if on_progress is not None:
             on_progress(done + read, upload.total, result)
+
+    def stream(file: IO[bytes]) -> JSONStream:
+        return JSONStream(file, max_value_bytes=limits.conversation_limit(), on_read=progress)
 
     source = CHATGPT
     position = 0
     try:
         if not upload.is_zip:
             with open(path, "rb") as f:
-                source, position = _import_stream(
-                    JSONStream(f, on_read=progress), owner=owner, result=result, start=0
-                )
+                source, position = _import_stream(stream(f), owner=owner, result=result, start=0)
         else:
             with zipfile.ZipFile(path) as archive:
                 for name in upload.members:
@@ -225,7 +292,7 @@ def file_import(
                     with archive.open(name) as member:
                         try:
                             source, position = _import_stream(
-                                JSONStream(member, on_read=progress),
+                                stream(member),
                                 owner=owner,
                                 result=result,
                                 start=position,
@@ -327,7 +394,8 @@ def import_job_run(job_id: int, path: str) -> None:
         try:
             source, result = file_import(path=path, owner=job.owner, on_progress=progress)
         except ImportRefused as exc:
-            jobs.update(status=ImportJob.Status.FAILED, error=str(exc), updated=timezone.now())
+            error = report_text(str(exc), REASON_LIMIT)
+            jobs.update(status=ImportJob.Status.FAILED, error=error, updated=timezone.now())
             return
         jobs.update(
             status=ImportJob.Status.DONE,

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from conversations.text import strip_nul
+
+# What a report keeps of a skipped entry's title, and of a reason (which may quote a value).
+TITLE_LIMIT = 200
+REASON_LIMIT = 1000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ImportFormatError(ValueError):
@@ -23,6 +31,17 @@ class Skipped:
     duplicate: bool
 
 
+def report_text(text: str, limit: int) -> str:
+    """`text` safe to store and show in a report: no NUL, no lone surrogate, `limit` long.
+
+    A file's JSON can hold both (as \\u0000 and \\ud800); a NUL cannot be stored by
+    PostgreSQL and a lone surrogate cannot be encoded as UTF-8, so either would break the
+    job page. Surrogates become U+FFFD; a longer text is cut, with an ellipsis.
+    """
+    text = _SURROGATE.sub("\ufffd", strip_nul(text[: limit + 1]))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) -> Skipped:
     """A `Skipped` for the entry `raw` (of either format), with what can be read of it.
 
@@ -36,10 +55,10 @@ def skipped(position: int, raw: Any, reason: str, *, duplicate: bool = False) ->
         messages = info.get("mapping")
     return Skipped(
         entry=position,
-        title=title if isinstance(title, str) else "",
+        title=report_text(title, TITLE_LIMIT) if isinstance(title, str) else "",
         source_id=info.get("conversation_id") or info.get("id"),
         messages=len(messages) if isinstance(messages, list | dict) else 0,
-        reason=reason,
+        reason=report_text(reason, REASON_LIMIT),
         duplicate=duplicate,
     )
 

@@ -62,8 +62,10 @@ def assert_same_conversation(copy: Conversation, original: Conversation) -> None
 
 
 @pytest.fixture
-def history(owner):
+def history(owner, settings):
     """Two conversations of alice's, with retries, failures and exact old timestamps."""
+    # Offered here, so the import keeps it (a model not offered becomes the default).
+    settings.OPENAI_MODELS = ["gpt-test"]
     soup = ConversationFactory(
         owner=owner, title="Soup", model="gpt-test", system_prompt="Be brief, ünïcode ok."
     )

@@ -1,0 +1,96 @@
+"""Zips that are costly to read are refused before reading them, each with a precise reason."""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+
+import pytest
+
+from conversations.models import Conversation
+from conversations.transfer import jobs
+from tests.support.chatgpt_export import dumps, simple, zipped
+
+pytestmark = pytest.mark.django_db
+
+
+def write_zip(tmp_path, members: list[tuple[str, bytes]], name: str = "export.zip") -> str:
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Duplicate name": written all the same
+            for member, data in members:
+                archive.writestr(member, data)
+    return str(path)
+
+
+def test_a_zip_with_two_members_of_the_same_name_is_refused(tmp_path, owner):
+    path = write_zip(
+        tmp_path,
+        [
+            ("conversations.json", dumps([simple("First")])),
+            ("conversations.json", dumps([simple("Second")])),
+        ],
+    )
+
+    with pytest.raises(jobs.ImportRefused, match=r"two files named 'conversations\.json'"):
+        jobs.file_import(path=path, owner=owner)
+    assert not Conversation.objects.exists()
+
+
+def test_any_duplicate_name_is_refused_not_only_the_conversations(tmp_path):
+    path = write_zip(
+        tmp_path,
+        [("conversations.json", dumps([simple("A")])), ("user.json", b"{}"), ("user.json", b"[]")],
+    )
+
+    with pytest.raises(jobs.ImportRefused, match=r"two files named 'user\.json'"):
+        jobs.upload_inspect(path)
+
+
+def test_a_whitespace_bomb_is_refused_by_its_compression_ratio(tmp_path, owner):
+    # 64 MiB of spaces deflate to about 64 KiB: a ratio of about a thousand.
+    bomb = b"[" + b" " * (64 * 1024 * 1024) + b"]"
+    path = write_zip(tmp_path, [("conversations.json", bomb)])
+    assert (tmp_path / "export.zip").stat().st_size < 200 * 1024
+
+    with pytest.raises(jobs.ImportRefused) as refused:
+        jobs.file_import(path=path, owner=owner)
+
+    message = str(refused.value)
+    assert "conversations.json is compressed" in message
+    assert "more than 200 times (CHAT_IMPORT_MAX_COMPRESSION_RATIO)" in message
+    assert "zip bomb" in message
+
+
+def test_the_ratio_limit_comes_from_the_settings(tmp_path, owner, settings):
+    bomb = b"[" + b" " * (4 * 1024 * 1024) + b"]"
+    path = write_zip(tmp_path, [("conversations.json", bomb)])
+    settings.CHAT_IMPORT_MAX_COMPRESSION_RATIO = 100_000
+
+    source, result = jobs.file_import(path=path, owner=owner)
+
+    assert (source, result.conversations_imported) == ("chatgpt", 0)
+
+
+def test_a_zip_declaring_more_than_the_uncompressed_limit_is_refused(tmp_path, owner, settings):
+    data = dumps([simple(f"Conversation {i}") for i in range(20)])
+    path = tmp_path / "export.zip"
+    path.write_bytes(zipped({"conversations.json": data}))
+    settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES = len(data) - 1
+
+    with pytest.raises(jobs.ImportRefused) as refused:
+        jobs.file_import(path=str(path), owner=owner)
+
+    assert f"unpack to {len(data):,} bytes" in str(refused.value)
+    assert "CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES" in str(refused.value)
+    assert not Conversation.objects.exists()
+
+
+def test_an_ordinary_export_zip_passes_the_checks(tmp_path, owner):
+    path = tmp_path / "export.zip"
+    path.write_bytes(zipped({"conversations.json": dumps([simple("Fine")])}))
+
+    _, result = jobs.file_import(path=str(path), owner=owner)
+
+    assert result.conversations_imported == 1
