@@ -105,12 +105,17 @@ def log_deleted(*, username: str, conversation_id: int, title: str, message_coun
     )
 
 
+# Line breaks to str.splitlines() (and to many log viewers) that JSON leaves raw when it
+# keeps non-ASCII text readable: written raw, a message could forge a line of its own.
+_LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, int):
         return str(value)
-    return json.dumps(str(value), ensure_ascii=False)
+    return json.dumps(str(value), ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 class FileFormatter(logging.Formatter):
