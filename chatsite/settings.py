@@ -10,6 +10,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets admin classes be written ModelAdmin[Model] for the type checker.
 django_stubs_ext.monkeypatch()
@@ -129,9 +130,30 @@ STORAGES = {
 # Without collectstatic (a fresh clone), WhiteNoise serves straight from the finders.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
-    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# --- HTTPS ----------------------------------------------------------------------
+# A server (DEBUG off) is meant to be reached over HTTPS: its cookies go over HTTPS only
+# unless told otherwise. On your own machine (DEBUG on) they also go over plain HTTP.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Redirect plain HTTP to HTTPS (behind a proxy, only with SECURE_PROXY_SSL_HEADER set, or
+# every request looks like plain HTTP and redirects forever).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Strict-Transport-Security: seconds browsers must use HTTPS only (0: no header). Start
+# small (3600), then a year (31536000) once HTTPS works.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# The header, and its value, by which a proxy says the request came over HTTPS, as
+# "HTTP_X_FORWARDED_PROTO,https". Empty: none is trusted. Set it only behind a proxy that
+# always sets that header itself, or any client could claim HTTPS.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be a header and a value, e.g. "
+            "HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
 
 # WhiteNoise's file responses are sync iterators, which Django's ASGI handler reads in a
 # thread and warns about on every static file. Our own streams (replies, exports) are async.
