@@ -35,6 +35,14 @@ PINNED = {
     "SECURE_HSTS_PRELOAD": "false",
     "SECURE_PROXY_SSL_HEADER": "",
     "SIGNUP_ENABLED": "true",
+    # No mail: the password-reset pages are off unless a test turns them on.
+    "EMAIL_HOST": "",
+    "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+    "EMAIL_PORT": "587",
+    "EMAIL_HOST_USER": "",
+    "EMAIL_HOST_PASSWORD": "",
+    "EMAIL_USE_TLS": "true",
+    "DEFAULT_FROM_EMAIL": "webmaster@localhost",
     "TIME_ZONE": "UTC",
     "WHITENOISE_USE_FINDERS": "true",
     # The model: the fake server (see above), never a real one.
