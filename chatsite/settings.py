@@ -47,6 +47,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before the rest, so that every page (an error page too) and its log lines have the id;
+    # after WhiteNoise (sync only), so that it runs async under ASGI. Static files get none.
+    "conversations.web.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -276,15 +279,34 @@ else:
     # could be lost. Rotation is then logrotate's; each process reopens the moved file.
     _CHAT_FILE_HANDLER["class"] = "logging.handlers.WatchedFileHandler"
 
+# Server errors (500s, with their traceback and request id), on the console and in a
+# file of their own beside the chat log. Same rotation as the chat log.
+# Empty: errors.log beside CHAT_LOG_FILE.
+_error_log_file = env.str("CHAT_ERROR_LOG_FILE", default="")
+CHAT_ERROR_LOG_FILE = Path(_error_log_file or CHAT_LOG_FILE.parent / "errors.log")
+if not CHAT_ERROR_LOG_FILE.is_absolute():
+    CHAT_ERROR_LOG_FILE = BASE_DIR / CHAT_ERROR_LOG_FILE
+CHAT_ERROR_LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+_ERROR_FILE_HANDLER = _CHAT_FILE_HANDLER | {
+    "filename": str(CHAT_ERROR_LOG_FILE),
+    "formatter": "errors",
+    "filters": ["request_id"],
+    "level": "ERROR",
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "chat_file": {"()": "conversations.chatlog.FileFormatter"},
         "chat_console": {"()": "conversations.chatlog.ConsoleFormatter"},
+        "errors": {
+            "format": "%(asctime)s %(levelname)s request_id=%(request_id)s %(name)s %(message)s",
+        },
     },
     "filters": {
         "turn_ends": {"()": "conversations.chatlog.TurnEndFilter"},
+        "request_id": {"()": "conversations.chatlog.RequestIdFilter"},
     },
     "handlers": {
         "chat_file": _CHAT_FILE_HANDLER,
@@ -294,8 +316,21 @@ LOGGING = {
             "formatter": "chat_console",
         },
         "console": {"class": "logging.StreamHandler"},
+        "errors_file": _ERROR_FILE_HANDLER,
+        "errors_console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": "errors",
+            "level": "ERROR",
+        },
     },
     "loggers": {
+        # Unhandled exceptions in views (500s); 4xx warnings stay out of the error log.
+        "django.request": {
+            "handlers": ["errors_console", "errors_file"],
+            "level": "ERROR",
+            "propagate": False,
+        },
         "chatsite.chat": {
             "handlers": ["chat_file", "chat_console"],
             "level": "INFO",

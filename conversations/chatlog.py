@@ -8,6 +8,7 @@ is always one line and the file can be parsed back.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from datetime import UTC, datetime
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from .models import Conversation, Message
 
 logger = logging.getLogger("chatsite.chat")
+
+# The id of the request being served (RequestIdMiddleware sets it), for log records.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "current_request_id", default="-"
+)
 
 FIELDS = (
     "event",
@@ -173,3 +179,14 @@ def parse_line(line: str) -> dict[str, Any]:
         out[key] = value
         i = j + 1
     return out
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every record: the request's own (django.request records carry
+    the request), else the one being served in this context, else "-"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        request_id = getattr(request, "id", None)
+        record.request_id = request_id if isinstance(request_id, str) else current_request_id.get()
+        return True

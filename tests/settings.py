@@ -79,6 +79,8 @@ PINNED = {
     "CHAT_TITLE_TIMEOUT": "3",
     "CHAT_SEARCH_PAGE_SIZE": "20",
     "CHAT_IMPORT_MAX_BYTES": str(1024 * 1024 * 1024),
+    # Beside the chat log (in this run's temporary folder).
+    "CHAT_ERROR_LOG_FILE": "",
 }
 # These may come from the real environment, never from a .env: CI runs the suite a second
 # time on PostgreSQL, and tests start processes of their own with a log file, its rotation
