@@ -6,6 +6,7 @@ Every variable is listed, with a comment, in `.env.example`.
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "axes",
     "conversations",
 ]
 
@@ -61,6 +63,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "conversations.web.middleware.HtmxLoginRedirectMiddleware",
     "conversations.web.middleware.NotFoundMiddleware",
+    # Last: turns a locked-out login into the lockout page (sync and async capable).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -109,6 +113,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# --- Login throttling (django-axes) -------------------------------------------------
+# Both login pages (/accounts/login/, /admin/login/): after LOGIN_FAILURE_LIMIT wrong
+# passwords for one username from one address, that pair is refused, even with the right
+# password, for LOGIN_COOLOFF_MINUTES. A successful login clears the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("LOGIN_THROTTLE", default=True)
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind proxies (nginx: X-Forwarded-For), how many: the client's address is then read
+# from X-Forwarded-For. 0: the connection's address (REMOTE_ADDR).
+_login_proxy_count = env.int("LOGIN_PROXY_COUNT", default=0)
+AXES_IPWARE_PROXY_COUNT = _login_proxy_count or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if _login_proxy_count else ("REMOTE_ADDR",)
+)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"
 LOGOUT_REDIRECT_URL = "login"

@@ -35,6 +35,12 @@ PINNED = {
     "SECURE_HSTS_PRELOAD": "false",
     "SECURE_PROXY_SSL_HEADER": "",
     "SIGNUP_ENABLED": "true",
+    # Off: tests log in with client.login(), which gives the throttle no request. The
+    # throttle's own tests turn it on (tests/web/test_login_throttle.py).
+    "LOGIN_THROTTLE": "false",
+    "LOGIN_FAILURE_LIMIT": "5",
+    "LOGIN_COOLOFF_MINUTES": "15",
+    "LOGIN_PROXY_COUNT": "0",
     # No mail: the password-reset pages are off unless a test turns them on.
     "EMAIL_HOST": "",
     "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
