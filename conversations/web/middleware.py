@@ -1,5 +1,5 @@
-"""Middleware of the web layer: request ids, htmx-aware login redirects, and 404 for rows
-not found."""
+"""Middleware of the web layer: request ids, security headers, htmx-aware login redirects,
+and 404 for rows not found."""
 
 from __future__ import annotations
 
@@ -64,6 +64,42 @@ class RequestIdMiddleware:
 def _start(request: HttpRequest) -> Any:
     request.id = uuid.uuid4().hex  # type: ignore[attr-defined]
     return current_request_id.set(request.id)  # type: ignore[attr-defined]
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy and Permissions-Policy on every response, from settings
+    (CONTENT_SECURITY_POLICY, PERMISSIONS_POLICY; empty: no header). Referrer-Policy is
+    Django's SecurityMiddleware's (SECURE_REFERRER_POLICY).
+
+    Sync and async capable, so that under ASGI it costs no hop through a thread.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: SyncGetResponse | AsyncGetResponse) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        return _security_headers(cast(SyncGetResponse, self.get_response)(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        return _security_headers(await cast(AsyncGetResponse, self.get_response)(request))
+
+
+def _security_headers(response: HttpResponseBase) -> HttpResponseBase:
+    for header, value in (
+        ("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY),
+        ("Permissions-Policy", settings.PERMISSIONS_POLICY),
+    ):
+        if value and header not in response:
+            response[header] = value
+    return response
 
 
 class HtmxLoginRedirectMiddleware:
