@@ -128,13 +128,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-# Behind proxies (nginx: X-Forwarded-For), how many: the client's address is then read
-# from X-Forwarded-For. 0: the connection's address (REMOTE_ADDR).
-_login_proxy_count = env.int("LOGIN_PROXY_COUNT", default=0)
-AXES_IPWARE_PROXY_COUNT = _login_proxy_count or None
-AXES_IPWARE_META_PRECEDENCE_ORDER = (
-    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if _login_proxy_count else ("REMOTE_ADDR",)
-)
+# Behind proxies that append to X-Forwarded-For (nginx: $proxy_add_x_forwarded_for), how
+# many: the client's address is then the one the outermost of them saw. 0: the
+# connection's address (REMOTE_ADDR).
+LOGIN_PROXY_COUNT = env.int("LOGIN_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "conversations.web.middleware.client_ip"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"

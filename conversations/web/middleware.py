@@ -102,6 +102,19 @@ def _security_headers(response: HttpResponseBase) -> HttpResponseBase:
     return response
 
 
+def client_ip(request: HttpRequest) -> str:
+    """The client's address for login throttling: behind LOGIN_PROXY_COUNT proxies that each
+    append the address they saw to X-Forwarded-For, the entry the outermost one added
+    (earlier entries are the client's to forge); else the connection's."""
+    remote = str(request.META.get("REMOTE_ADDR", ""))
+    count = settings.LOGIN_PROXY_COUNT
+    if count <= 0:
+        return remote
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [part for part in forwarded if part]
+    return forwarded[-count] if len(forwarded) >= count else remote
+
+
 class HtmxLoginRedirectMiddleware:
     """An expired session during an htmx request sends the whole page to the login form.
 

@@ -135,3 +135,32 @@ def test_the_lockout_page_is_served_under_asgi(asgi_server, throttle, owner):
         response = post(PASSWORD)
         assert response.status_code == 429
         assert LOCKED in response.text and "Try again in 15 minutes" in response.text
+
+
+def test_behind_a_proxy_the_address_is_the_one_the_proxy_saw(settings):
+    from django.test import RequestFactory
+
+    from conversations.web.middleware import client_ip
+
+    factory = RequestFactory()
+    forged = factory.get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.5", REMOTE_ADDR="127.0.0.1")
+    settings.LOGIN_PROXY_COUNT = 0
+    assert client_ip(forged) == "127.0.0.1"
+    settings.LOGIN_PROXY_COUNT = 1
+    assert client_ip(forged) == "203.0.113.5"
+    assert client_ip(factory.get("/", REMOTE_ADDR="127.0.0.1")) == "127.0.0.1"
+
+
+@pytest.mark.django_db
+def test_behind_a_proxy_each_client_address_has_its_own_count(throttle, settings, owner):
+    settings.LOGIN_PROXY_COUNT = 1
+    url = reverse("login")
+    via = {"REMOTE_ADDR": "127.0.0.1"}
+    for _ in range(5):
+        Client(HTTP_X_FORWARDED_FOR="203.0.113.5", **via).post(
+            url, {"username": owner.username, "password": "wrong-password-123"}
+        )
+    locked = Client(HTTP_X_FORWARDED_FOR="203.0.113.5", **via)
+    assert _post(locked, url, owner.username, PASSWORD).status_code == 429
+    other = Client(HTTP_X_FORWARDED_FOR="198.51.100.9", **via)
+    assert _post(other, url, owner.username, PASSWORD).status_code == 302
