@@ -6,10 +6,12 @@ Every variable is listed, with a comment, in `.env.example`.
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets admin classes be written ModelAdmin[Model] for the type checker.
 django_stubs_ext.monkeypatch()
@@ -40,12 +42,17 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "axes",
     "conversations",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before the rest, so that every page (an error page too) and its log lines have the id;
+    # after WhiteNoise (sync only), so that it runs async under ASGI. Static files get none.
+    "conversations.web.middleware.RequestIdMiddleware",
+    "conversations.web.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -57,6 +64,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "conversations.web.middleware.HtmxLoginRedirectMiddleware",
     "conversations.web.middleware.NotFoundMiddleware",
+    # Last: turns a locked-out login into the lockout page (sync and async capable).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -98,15 +107,58 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# --- Login throttling (django-axes) -------------------------------------------------
+# Both login pages (/accounts/login/, /admin/login/): after LOGIN_FAILURE_LIMIT wrong
+# passwords for one username from one address, that pair is refused, even with the right
+# password, for LOGIN_COOLOFF_MINUTES. A successful login clears the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("LOGIN_THROTTLE", default=True)
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind proxies that append to X-Forwarded-For (nginx: $proxy_add_x_forwarded_for), how
+# many: the client's address is then the one the outermost of them saw. 0: the
+# connection's address (REMOTE_ADDR).
+LOGIN_PROXY_COUNT = env.int("LOGIN_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "conversations.web.middleware.client_ip"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"
 LOGOUT_REDIRECT_URL = "login"
 # Off unless asked for on a real server: an open sign-up lets anyone spend the model budget.
 SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=DEBUG)
+
+# --- Email (password reset) -------------------------------------------------------
+# The password-reset pages exist only when mail can really be sent: an SMTP host (or
+# another backend than the console's) is configured.
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+PASSWORD_RESET_ENABLED = EMAIL_BACKEND not in {
+    "django.core.mail.backends.console.EmailBackend",
+    "django.core.mail.backends.dummy.EmailBackend",
+} and (EMAIL_BACKEND != "django.core.mail.backends.smtp.EmailBackend" or bool(EMAIL_HOST))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -129,9 +181,30 @@ STORAGES = {
 # Without collectstatic (a fresh clone), WhiteNoise serves straight from the finders.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
-    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# --- HTTPS ----------------------------------------------------------------------
+# A server (DEBUG off) is meant to be reached over HTTPS: its cookies go over HTTPS only
+# unless told otherwise. On your own machine (DEBUG on) they also go over plain HTTP.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Redirect plain HTTP to HTTPS (behind a proxy, only with SECURE_PROXY_SSL_HEADER set, or
+# every request looks like plain HTTP and redirects forever).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Strict-Transport-Security: seconds browsers must use HTTPS only (0: no header). Start
+# small (3600), then a year (31536000) once HTTPS works.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# The header, and its value, by which a proxy says the request came over HTTPS, as
+# "HTTP_X_FORWARDED_PROTO,https". Empty: none is trusted. Set it only behind a proxy that
+# always sets that header itself, or any client could claim HTTPS.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be a header and a value, e.g. "
+            "HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
 
 # WhiteNoise's file responses are sync iterators, which Django's ASGI handler reads in a
 # thread and warns about on every static file. Our own streams (replies, exports) are async.
@@ -140,6 +213,32 @@ warnings.filterwarnings(
     message="StreamingHttpResponse must consume synchronous iterators",
     module="django.core.handlers.asgi",
 )
+
+# --- Security headers -------------------------------------------------------------
+# Scripts only from our own static files: no inline script, no eval, no event-handler
+# attribute (templates and the admin have none). Inline styles stay allowed: the admin
+# and a few templates use style attributes. frame-ancestors matches X-Frame-Options.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+# No page needs any of these browser features.
+PERMISSIONS_POLICY = (
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), "
+    "bluetooth=(), midi=(), magnetometer=(), gyroscope=(), accelerometer=(), "
+    "display-capture=(), browsing-topics=()"
+)
+SECURE_REFERRER_POLICY = "same-origin"
 
 # --- The language model -------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
@@ -261,15 +360,34 @@ else:
     # could be lost. Rotation is then logrotate's; each process reopens the moved file.
     _CHAT_FILE_HANDLER["class"] = "logging.handlers.WatchedFileHandler"
 
+# Server errors (500s, with their traceback and request id), on the console and in a
+# file of their own beside the chat log. Same rotation as the chat log.
+# Empty: errors.log beside CHAT_LOG_FILE.
+_error_log_file = env.str("CHAT_ERROR_LOG_FILE", default="")
+CHAT_ERROR_LOG_FILE = Path(_error_log_file or CHAT_LOG_FILE.parent / "errors.log")
+if not CHAT_ERROR_LOG_FILE.is_absolute():
+    CHAT_ERROR_LOG_FILE = BASE_DIR / CHAT_ERROR_LOG_FILE
+CHAT_ERROR_LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+_ERROR_FILE_HANDLER = _CHAT_FILE_HANDLER | {
+    "filename": str(CHAT_ERROR_LOG_FILE),
+    "formatter": "errors",
+    "filters": ["request_id"],
+    "level": "ERROR",
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "chat_file": {"()": "conversations.chatlog.FileFormatter"},
         "chat_console": {"()": "conversations.chatlog.ConsoleFormatter"},
+        "errors": {
+            "format": "%(asctime)s %(levelname)s request_id=%(request_id)s %(name)s %(message)s",
+        },
     },
     "filters": {
         "turn_ends": {"()": "conversations.chatlog.TurnEndFilter"},
+        "request_id": {"()": "conversations.chatlog.RequestIdFilter"},
     },
     "handlers": {
         "chat_file": _CHAT_FILE_HANDLER,
@@ -279,8 +397,21 @@ LOGGING = {
             "formatter": "chat_console",
         },
         "console": {"class": "logging.StreamHandler"},
+        "errors_file": _ERROR_FILE_HANDLER,
+        "errors_console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": "errors",
+            "level": "ERROR",
+        },
     },
     "loggers": {
+        # Unhandled exceptions in views (500s); 4xx warnings stay out of the error log.
+        "django.request": {
+            "handlers": ["errors_console", "errors_file"],
+            "level": "ERROR",
+            "propagate": False,
+        },
         "chatsite.chat": {
             "handlers": ["chat_file", "chat_console"],
             "level": "INFO",

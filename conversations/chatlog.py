@@ -8,6 +8,7 @@ is always one line and the file can be parsed back.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from datetime import UTC, datetime
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from .models import Conversation, Message
 
 logger = logging.getLogger("chatsite.chat")
+
+# The id of the request being served (RequestIdMiddleware sets it), for log records.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "current_request_id", default="-"
+)
 
 FIELDS = (
     "event",
@@ -105,12 +111,17 @@ def log_deleted(*, username: str, conversation_id: int, title: str, message_coun
     )
 
 
+# Line breaks to str.splitlines() (and to many log viewers) that JSON leaves raw when it
+# keeps non-ASCII text readable: written raw, a message could forge a line of its own.
+_LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, int):
         return str(value)
-    return json.dumps(str(value), ensure_ascii=False)
+    return json.dumps(str(value), ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 class FileFormatter(logging.Formatter):
@@ -168,3 +179,14 @@ def parse_line(line: str) -> dict[str, Any]:
         out[key] = value
         i = j + 1
     return out
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every record: the request's own (django.request records carry
+    the request), else the one being served in this context, else "-"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        request_id = getattr(request, "id", None)
+        record.request_id = request_id if isinstance(request_id, str) else current_request_id.get()
+        return True

@@ -29,7 +29,26 @@ PINNED = {
     "CSRF_TRUSTED_ORIGINS": "",
     "SESSION_COOKIE_SECURE": "false",
     "CSRF_COOKIE_SECURE": "false",
+    "SECURE_SSL_REDIRECT": "false",
+    "SECURE_HSTS_SECONDS": "0",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "false",
+    "SECURE_HSTS_PRELOAD": "false",
+    "SECURE_PROXY_SSL_HEADER": "",
     "SIGNUP_ENABLED": "true",
+    # Off: tests log in with client.login(), which gives the throttle no request. The
+    # throttle's own tests turn it on (tests/web/test_login_throttle.py).
+    "LOGIN_THROTTLE": "false",
+    "LOGIN_FAILURE_LIMIT": "5",
+    "LOGIN_COOLOFF_MINUTES": "15",
+    "LOGIN_PROXY_COUNT": "0",
+    # No mail: the password-reset pages are off unless a test turns them on.
+    "EMAIL_HOST": "",
+    "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+    "EMAIL_PORT": "587",
+    "EMAIL_HOST_USER": "",
+    "EMAIL_HOST_PASSWORD": "",
+    "EMAIL_USE_TLS": "true",
+    "DEFAULT_FROM_EMAIL": "webmaster@localhost",
     "TIME_ZONE": "UTC",
     "WHITENOISE_USE_FINDERS": "true",
     # The model: the fake server (see above), never a real one.
@@ -76,6 +95,8 @@ PINNED = {
     "CHAT_IMPORT_MAX_CONVERSATION_BYTES": str(32 * 1024 * 1024),
     "CHAT_IMPORT_MAX_MESSAGE_BYTES": str(16 * 1024 * 1024),
     "CHAT_IMPORT_MAX_STRING_BYTES": str(8 * 1024 * 1024),
+    # Beside the chat log (in this run's temporary folder).
+    "CHAT_ERROR_LOG_FILE": "",
 }
 # These may come from the real environment, never from a .env: CI runs the suite a second
 # time on PostgreSQL, and tests start processes of their own with a log file, its rotation

@@ -180,3 +180,17 @@ def test_with_size_rotation_off_every_process_reopens_the_log_once_it_is_moved(t
     ]
     assert [e["text"] for e in log_events(log_file)] == ["after the move", "next process"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.log", "chat.log.1"]
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\n", "\r", "\x0b", "\x1c"])
+def test_a_line_separator_in_a_message_cannot_forge_a_log_line(separator):
+    from conversations.chatlog import FileFormatter, parse_line
+
+    text = f'hello{separator}2026-01-01T00:00:00.000+00:00 INFO event=reply user="admin"'
+    record = logging.LogRecord("chatsite.chat", logging.INFO, __file__, 1, "reply", None, None)
+    record.chat = {"event": "reply", "user": f"bob{separator}", "text": text}
+    line = FileFormatter().format(record)
+    assert line.splitlines() == [line]
+    parsed = parse_line(line)
+    assert parsed["text"] == text
+    assert parsed["user"] == f"bob{separator}"

@@ -17,9 +17,14 @@ from conversations.rendering import render_markdown
 register = template.Library()
 
 
-@register.inclusion_tag("conversations/model_banner.html")
-def model_banner(conversation: Conversation | None = None) -> dict[str, Any]:
-    """Which backend and model answer here: a local model says it runs offline."""
+@register.inclusion_tag("conversations/model_banner.html", takes_context=True)
+def model_banner(
+    context: template.Context, conversation: Conversation | None = None
+) -> dict[str, Any]:
+    """Which backend and model answer here: a local model says it runs offline.
+
+    Only staff see which server answers (OPENAI_BASE_URL): it can name internal hosts.
+    """
     if not llm.is_configured():
         local_wanted = settings.LLM_BACKEND != "openai"
         return {"kind": "none", "reason": local.unavailable_reason() if local_wanted else ""}
@@ -32,7 +37,9 @@ def model_banner(conversation: Conversation | None = None) -> dict[str, Any]:
         return {"kind": "local", "label": info.label}
     if not llm.remote_configured() or settings.LLM_BACKEND == "local":
         return {"kind": "remote_missing", "model": option.id}
-    return {"kind": "remote", "label": option.label, "server": llm.server_label()}
+    user = context.get("user")
+    staff = bool(user is not None and getattr(user, "is_staff", False))
+    return {"kind": "remote", "label": option.label, "server": llm.server_label() if staff else ""}
 
 
 @register.filter

@@ -1,4 +1,5 @@
 """What every page's template gets: whether a model can answer, the default model, sign-up,
+password reset,
 and the stream's event names.
 """
 
@@ -18,6 +19,7 @@ def chat(request: HttpRequest) -> dict[str, Any]:
         "llm_configured": llm.is_configured(),
         "default_model": llm.default_model(),
         "signup_enabled": settings.SIGNUP_ENABLED,
+        "password_reset_enabled": settings.PASSWORD_RESET_ENABLED,
         # The stream's event names, for sse-swap attributes and chat.js (one definition).
         "sse": events.names(),
     }

@@ -1,7 +1,9 @@
-"""Middleware of the web layer: htmx-aware login redirects, and 404 for rows not found."""
+"""Middleware of the web layer: request ids, security headers, htmx-aware login redirects,
+and 404 for rows not found."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -15,10 +17,102 @@ from django.shortcuts import resolve_url
 from django.utils.deprecation import MiddlewareMixin
 from django_htmx.http import HttpResponseClientRedirect
 
+from conversations.chatlog import current_request_id
 from conversations.models import Conversation, ImportJob, Message
 
 SyncGetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+class RequestIdMiddleware:
+    """Every request gets an id (request.id, a uuid4), sent back as `X-Request-ID` and put
+    on every log record written while it is served, so a reported error can be found.
+
+    Sync and async capable, so that under ASGI it costs no hop through a thread.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: SyncGetResponse | AsyncGetResponse) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        token = _start(request)
+        try:
+            response = cast(SyncGetResponse, self.get_response)(request)
+        finally:
+            current_request_id.reset(token)
+        response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        token = _start(request)
+        try:
+            response = await cast(AsyncGetResponse, self.get_response)(request)
+        finally:
+            current_request_id.reset(token)
+        response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
+        return response
+
+
+def _start(request: HttpRequest) -> Any:
+    request.id = uuid.uuid4().hex  # type: ignore[attr-defined]
+    return current_request_id.set(request.id)  # type: ignore[attr-defined]
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy and Permissions-Policy on every response, from settings
+    (CONTENT_SECURITY_POLICY, PERMISSIONS_POLICY; empty: no header). Referrer-Policy is
+    Django's SecurityMiddleware's (SECURE_REFERRER_POLICY).
+
+    Sync and async capable, so that under ASGI it costs no hop through a thread.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: SyncGetResponse | AsyncGetResponse) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        return _security_headers(cast(SyncGetResponse, self.get_response)(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        return _security_headers(await cast(AsyncGetResponse, self.get_response)(request))
+
+
+def _security_headers(response: HttpResponseBase) -> HttpResponseBase:
+    for header, value in (
+        ("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY),
+        ("Permissions-Policy", settings.PERMISSIONS_POLICY),
+    ):
+        if value and header not in response:
+            response[header] = value
+    return response
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address for login throttling: behind LOGIN_PROXY_COUNT proxies that each
+    append the address they saw to X-Forwarded-For, the entry the outermost one added
+    (earlier entries are the client's to forge); else the connection's."""
+    remote = str(request.META.get("REMOTE_ADDR", ""))
+    count = settings.LOGIN_PROXY_COUNT
+    if count <= 0:
+        return remote
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [part for part in forwarded if part]
+    return forwarded[-count] if len(forwarded) >= count else remote
 
 
 class HtmxLoginRedirectMiddleware:

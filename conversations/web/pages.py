@@ -67,7 +67,8 @@ def signup(request: HttpRequest) -> HttpResponse:
     form: UserCreationForm[User] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user)
+        # The new account has no failed logins to check: straight to the model backend.
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect(reverse("chat"))
     return render(request, "registration/signup.html", {"form": form})
 

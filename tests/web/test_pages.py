@@ -196,8 +196,8 @@ def test_a_malformed_base_url_breaks_no_page(owner_client, client, settings):
 
 
 @pytest.mark.django_db
-def test_the_page_says_which_remote_model_and_server_answer(owner_client, fake_openai):
-    html = owner_client.get(reverse("chat")).content.decode()
+def test_the_page_says_which_remote_model_and_server_answer(staff_client, fake_openai):
+    html = staff_client.get(reverse("chat")).content.decode()
     assert "Model: <strong>fake-model</strong>" in html
     assert fake_openai.base_url.rstrip("/") in html
     assert "sk-test-key" not in html
