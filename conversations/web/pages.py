@@ -16,7 +16,6 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
-from django.views import defaults
 from django.views.decorators.http import require_GET, require_http_methods
 
 from conversations.web.htmx import TEXT, Request
@@ -76,10 +75,12 @@ def signup(request: HttpRequest) -> HttpResponse:
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler400. A post over DATA_UPLOAD_MAX_MEMORY_SIZE is a message far too long: say so.
 
-    The composer shows a text/plain error body as it is; other 400s get the usual page.
+    The composer shows a text/plain error body as it is; other 400s get the usual page,
+    rendered without Django's CSRF-protected default view: that one reads the form again,
+    and a form that could not be read (a charset other than UTF-8, say) then made a 500.
     """
     if not isinstance(exception, RequestDataTooBig):
-        return defaults.bad_request(request, exception)
+        return HttpResponse(render_to_string("400.html"), status=400)
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if request.headers.get("HX-Request") == "true":
         text = f"That message is too long to send (the limit is {limit} characters)."

@@ -156,3 +156,30 @@ def test_it_keeps_the_plain_bad_request_page_for_other_400s(owner_client, settin
         assert response.status_code == 400
         assert "Bad request" in response.content.decode()
     assert Message.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("charset", ["utf-16", "utf-32", "no-such-charset"])
+@pytest.mark.parametrize("path", ["/accounts/login/", "/accounts/signup/"])
+def test_a_form_in_another_charset_than_utf8_is_a_400_not_a_500(asgi_server, charset, path):
+    """Over real HTTP, with a valid CSRF cookie and token, even without a session."""
+    import httpx2
+
+    with httpx2.Client(base_url=asgi_server.url, timeout=10) as http:
+        http.get("/accounts/login/")
+        token = http.cookies["csrftoken"]
+        response = http.post(
+            path,
+            content=b"username=a&password=b",
+            headers={
+                "Content-Type": f"application/x-www-form-urlencoded; charset={charset}",
+                "X-CSRFToken": token,
+                "Referer": asgi_server.url + "/",
+            },
+        )
+    assert "Traceback" not in response.text
+    if charset == "no-such-charset":  # Django reads it as UTF-8: the form answers as usual
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 400
+        assert "Bad request" in response.text
