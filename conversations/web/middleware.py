@@ -24,11 +24,9 @@ SyncGetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
-class RequestIdMiddleware:
-    """Every request gets an id (request.id, a uuid4), sent back as `X-Request-ID` and put
-    on every log record written while it is served, so a reported error can be found.
-
-    Sync and async capable, so that under ASGI it costs no hop through a thread.
+class ResponseMiddleware:
+    """A middleware that works around the response, sync and async capable, so that under
+    ASGI it costs no hop through a thread. Subclasses override `before`, `done`, `after`.
     """
 
     sync_capable = True
@@ -38,25 +36,50 @@ class RequestIdMiddleware:
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
+            # Django then awaits __call__; the switch itself happens inside it.
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
             return self.__acall__(request)
-        token = _start(request)
+        state = self.before(request)
         try:
             response = cast(SyncGetResponse, self.get_response)(request)
         finally:
-            current_request_id.reset(token)
-        response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
-        return response
+            self.done(state)
+        return self.after(request, response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        token = _start(request)
+        state = self.before(request)
         try:
             response = await cast(AsyncGetResponse, self.get_response)(request)
         finally:
-            current_request_id.reset(token)
+            self.done(state)
+        return self.after(request, response)
+
+    def before(self, request: HttpRequest) -> Any:
+        """Before the view; what it returns is handed to `done`."""
+        return None
+
+    def done(self, state: Any) -> None:
+        """After the view, whatever happened in it."""
+
+    def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        """The response to send."""
+        return response
+
+
+class RequestIdMiddleware(ResponseMiddleware):
+    """Every request gets an id (request.id, a uuid4), sent back as `X-Request-ID` and put
+    on every log record written while it is served, so a reported error can be found."""
+
+    def before(self, request: HttpRequest) -> Any:
+        return _start(request)
+
+    def done(self, state: Any) -> None:
+        current_request_id.reset(state)
+
+    def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
         return response
 
@@ -66,30 +89,13 @@ def _start(request: HttpRequest) -> Any:
     return current_request_id.set(request.id)  # type: ignore[attr-defined]
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(ResponseMiddleware):
     """Content-Security-Policy and Permissions-Policy on every response, from settings
     (CONTENT_SECURITY_POLICY, PERMISSIONS_POLICY; empty: no header). Referrer-Policy is
-    Django's SecurityMiddleware's (SECURE_REFERRER_POLICY).
+    Django's SecurityMiddleware's (SECURE_REFERRER_POLICY)."""
 
-    Sync and async capable, so that under ASGI it costs no hop through a thread.
-    """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: SyncGetResponse | AsyncGetResponse) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if self.async_mode:
-            return self.__acall__(request)
-        return _security_headers(cast(SyncGetResponse, self.get_response)(request))
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        return _security_headers(await cast(AsyncGetResponse, self.get_response)(request))
+    def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        return _security_headers(response)
 
 
 def _security_headers(response: HttpResponseBase) -> HttpResponseBase:
@@ -115,31 +121,13 @@ def client_ip(request: HttpRequest) -> str:
     return forwarded[-count] if len(forwarded) >= count else remote
 
 
-class HtmxLoginRedirectMiddleware:
+class HtmxLoginRedirectMiddleware(ResponseMiddleware):
     """An expired session during an htmx request sends the whole page to the login form.
 
     Without this, htmx would follow the redirect and swap the login page into the thread.
-    Sync and async capable, so that under ASGI it costs no hop through a thread.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: SyncGetResponse | AsyncGetResponse) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            # Django then awaits __call__; the switch itself happens inside it.
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if self.async_mode:
-            return self.__acall__(request)
-        response = cast(SyncGetResponse, self.get_response)(request)
-        return _client_redirect(request, response)
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        response = await cast(AsyncGetResponse, self.get_response)(request)
+    def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         return _client_redirect(request, response)
 
 
