@@ -85,18 +85,24 @@ def test_a_failed_title_request_leaves_the_first_words_silently(
     assert 'role="alert"' not in page.replace('id="composer-error" role="alert"></p>', "")
 
 
+def _title_in_flight(client, fake_openai) -> Message:
+    """A first reply done, and the request for the conversation's title still running."""
+    fake_openai.script(
+        Reply(tokens=["An answer."]), Reply(tokens=["Automatic", " title"], first_delay=1.0)
+    )
+    send(client, "A question")
+    reply = last_reply()
+    live = runner.get(reply.pk)
+    assert live is not None and live.wait_done(10)
+    fake_openai.wait_for_requests(2)
+    return reply
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_never_overwrites_a_title_the_user_set_even_while_the_title_is_asked_for(
     owner_client, fake_openai, auto_titles
 ):
-    fake_openai.script(
-        Reply(tokens=["An answer."]), Reply(tokens=["Automatic", " title"], first_delay=1.0)
-    )
-    send(owner_client, "A question")
-    reply = last_reply()
-    live = runner.get(reply.pk)
-    assert live is not None and live.wait_done(10)
-    fake_openai.wait_for_requests(2)  # the title request is in flight now
+    reply = _title_in_flight(owner_client, fake_openai)
     assert _rename(owner_client, reply.conversation, "Mine").status_code == 200
     assert runner.wait_idle(10)
     conversation = Conversation.objects.get(pk=reply.conversation_id)
@@ -183,14 +189,7 @@ def test_a_conversation_deleted_while_its_title_is_awaited_answers_404(
 
     from django.test import Client
 
-    fake_openai.script(
-        Reply(tokens=["An answer."]), Reply(tokens=["Automatic", " title"], first_delay=1.0)
-    )
-    send(owner_client, "A question")
-    reply = last_reply()
-    live = runner.get(reply.pk)
-    assert live is not None and live.wait_done(10)
-    fake_openai.wait_for_requests(2)  # the title request is in flight now
+    reply = _title_in_flight(owner_client, fake_openai)
     waiting = Client()
     waiting.force_login(owner)
     answers: list[int] = []
