@@ -92,6 +92,11 @@ ASGI_APPLICATION = "chatsite.asgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+# Redis, for many worker processes or hosts: replies' events travel through Redis Streams
+# (any process serves any watcher live, Stop reaches the generating process at once).
+# Empty (the default): the journal lives in the one process, no extra service.
+REDIS_URL = env.str("REDIS_URL", default="")
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets page loads read while a reply is being written; IMMEDIATE avoids
     # "database is locked" on concurrent writers (the generation thread and requests).

@@ -103,6 +103,8 @@ PINNED = {
 # or the local model's size and threads changed.
 DEFAULTED = {
     "DATABASE_URL": f"sqlite:///{_tmp / 'db.sqlite3'}",
+    # Empty: the in-process journal. CI runs the multi-process tests with Redis.
+    "REDIS_URL": "",
     "CHAT_LOG_FILE": str(_tmp / "chat.log"),
     "CHAT_LOG_MAX_BYTES": str(20 * 1024 * 1024),
     "CHAT_LOG_BACKUP_COUNT": "10",
