@@ -96,6 +96,8 @@ DATABASES = {
 # (any process serves any watcher live, Stop reaches the generating process at once).
 # Empty (the default): the journal lives in the one process, no extra service.
 REDIS_URL = env.str("REDIS_URL", default="")
+# What chatsite's keys in that Redis begin with: another deployment may share the server.
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="chatsite")
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets page loads read while a reply is being written; IMMEDIATE avoids
@@ -300,10 +302,11 @@ CHAT_MAX_TOKENS_PER_DAY = env.int("CHAT_MAX_TOKENS_PER_DAY", default=2_000_000)
 CHAT_SYSTEM_PROMPT = env.str("CHAT_SYSTEM_PROMPT", default="You are a helpful assistant.")
 # How often a growing reply is written to the database.
 CHAT_SAVE_INTERVAL = env.float("CHAT_SAVE_INTERVAL", default=0.5)
-# A reply still marked streaming with no recorded progress for this long is shown as interrupted.
-CHAT_STALE_AFTER = env.float("CHAT_STALE_AFTER", default=90.0)
-# How often each generating process records such replies as interrupted in the database.
-CHAT_SWEEP_INTERVAL = env.float("CHAT_SWEEP_INTERVAL", default=10.0)
+# A reply is generated under a lease of this many seconds, renewed four times within it
+# (token or not): one whose lease ran out (its process died) is shown as interrupted.
+CHAT_STALE_AFTER = env.float("CHAT_STALE_AFTER", default=6.0)
+# How often each generating or watching process records such replies as interrupted.
+CHAT_SWEEP_INTERVAL = env.float("CHAT_SWEEP_INTERVAL", default=2.0)
 # How long a no-JavaScript send waits for the reply before redirecting.
 CHAT_NOJS_WAIT = env.float("CHAT_NOJS_WAIT", default=120.0)
 # Messages of a conversation's branch shown at once; "Show earlier messages" loads more.
@@ -312,7 +315,7 @@ CHAT_SIDEBAR_LIMIT = env.int("CHAT_SIDEBAR_LIMIT", default=100)
 # After a conversation's first reply, ask the model for a short title (a small extra request).
 CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)
 # Seconds the title request may take; past that the first words of the message stay the title.
-CHAT_TITLE_TIMEOUT = env.float("CHAT_TITLE_TIMEOUT", default=8.0)
+CHAT_TITLE_TIMEOUT = env.float("CHAT_TITLE_TIMEOUT", default=6.0)
 CHAT_SEARCH_PAGE_SIZE = env.int("CHAT_SEARCH_PAGE_SIZE", default=20)
 
 # --- Import -------------------------------------------------------------------

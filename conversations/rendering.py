@@ -155,6 +155,64 @@ def render_markdown(text: str) -> SafeString:
     return mark_safe(_render(text))  # noqa: S308 - nh3's allow-list output
 
 
+# A line that opens or closes fenced code: up to 3 spaces, then 3+ backticks or tildes.
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+
+
+class BlockSplitter:
+    """Where a growing reply's finished Markdown blocks end, found as the text arrives.
+
+    A block is finished at a blank line outside fenced code, or at the line that closes a
+    fence. What comes before is rendered once (`feed` returns it); only the open block
+    after it changes as text arrives. Each call reads only the new complete lines, so the
+    cost of a piece does not grow with the reply. Defined on prefixes: the same text gives
+    the same split however it was fed.
+    """
+
+    def __init__(self, text: str = "") -> None:
+        self.open = ""
+        self._scanned = 0  # how much of `open` is complete lines already read
+        self._fence = ""
+        if text:
+            self.feed(text)
+
+    def feed(self, piece: str) -> str:
+        """Add text; return the part of the open block that is now finished ("" if none)."""
+        self.open += piece
+        end = 0
+        while True:
+            newline = self.open.find("\n", self._scanned)
+            if newline < 0:
+                break
+            line = self.open[self._scanned : newline]
+            self._scanned = newline + 1
+            fence = _FENCE.match(line)
+            if self._fence:
+                marker = fence.group(1) if fence else ""
+                if (
+                    marker
+                    and marker[0] == self._fence[0]
+                    and len(marker) >= len(self._fence)
+                    and not line.strip()[len(marker) :]
+                ):
+                    self._fence = ""
+                    end = self._scanned
+            elif fence:
+                self._fence = fence.group(1)
+            elif not line.strip():
+                end = self._scanned
+        finished, self.open = self.open[:end], self.open[end:]
+        self._scanned -= end
+        return finished
+
+
+def split_blocks(text: str) -> tuple[str, str]:
+    """(finished blocks, open block) of a reply's text so far (see BlockSplitter)."""
+    splitter = BlockSplitter()
+    finished = splitter.feed(text)
+    return finished, splitter.open
+
+
 def pygments_css() -> str:
     """The stylesheet for highlighted code (static/chatsite/code.css), light and dark.
 

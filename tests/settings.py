@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 _tmp = Path(tempfile.gettempdir()) / f"chatsite-tests-{os.getpid()}"
@@ -103,8 +104,10 @@ PINNED = {
 # or the local model's size and threads changed.
 DEFAULTED = {
     "DATABASE_URL": f"sqlite:///{_tmp / 'db.sqlite3'}",
-    # Empty: the in-process journal. CI runs the multi-process tests with Redis.
+    # Empty: the in-process journal. CI runs the suite on PostgreSQL with Redis.
     "REDIS_URL": "",
+    # A run's own keys (the processes it starts inherit it): reply ids repeat across runs.
+    "REDIS_KEY_PREFIX": f"chatsite-test-{uuid.uuid4().hex[:12]}",
     "CHAT_LOG_FILE": str(_tmp / "chat.log"),
     "CHAT_LOG_MAX_BYTES": str(20 * 1024 * 1024),
     "CHAT_LOG_BACKUP_COUNT": "10",

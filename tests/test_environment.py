@@ -53,6 +53,10 @@ def test_only_the_variables_meant_to_be_may_come_from_the_real_environment():
         "LOCAL_MODEL_CONTEXT",
         "LOCAL_MODEL_THREADS",
         "LOCAL_MODEL_CONCURRENCY",
+        # CI runs the suite on PostgreSQL with Redis; the processes a test starts share
+        # the run's key prefix.
+        "REDIS_URL",
+        "REDIS_KEY_PREFIX",
     }
     # The real set-up's self-test result (in .venv) is the one seen.
     assert test_settings.PINNED["LOCAL_MODEL_SELFTEST_FILE"] == ""

@@ -360,7 +360,7 @@ def test_a_page_with_hostile_replies_runs_only_the_apps_own_scripts(owner, owner
 
 @pytest.mark.django_db
 def test_a_reply_still_streaming_shows_its_markdown_so_far(owner, owner_client):
-    """A reloaded page mid-stream renders the partial text, as the stream's `render` events do:
+    """A reloaded page mid-stream renders the partial text, as the stream's events do:
     the unclosed fence is a code block that ends inside the reply, not raw text or a page-
     swallowing <pre>."""
     conversation = ConversationFactory(owner=owner)
@@ -377,13 +377,17 @@ def test_a_reply_still_streaming_shows_its_markdown_so_far(owner, owner_client):
     )
     page = owner_client.get(conversation.get_absolute_url()).content.decode()
     article = page[page.index(f'id="m-{reply.pk}"') :]
-    opening = '<div class="msg-body md" aria-live="off" aria-busy="true" sse-swap="render"'
-    body = article[article.index(opening) :]
-    body = body[body.index(">") + 1 :]
-    assert body.startswith(render_markdown(partial) + "</div>"), body[:300]
-    assert "<pre" in body[: body.index("</div></div>")] and "&lt;b&gt;" in body
+    # The finished block ("Here:") is rendered once; the open one, the fence, as the
+    # stream's `tail` event renders it: a code block that ends inside the reply.
+    blocks = article[article.index('<div class="md-blocks"') :]
+    blocks = blocks[blocks.index(">") + 1 :]
+    assert blocks.startswith(render_markdown("Here:\n\n") + '\n</div><div class="md-tail"')
+    tail = blocks[blocks.index('<div class="md-tail"') :]
+    tail = tail[tail.index(">") + 1 :]
+    assert tail.startswith(render_markdown("```py\nx = '<b>'") + "</div></div>"), tail[:300]
+    assert "<pre" in tail[: tail.index("</div></div>")] and "&lt;b&gt;" in tail
     assert "<b>" not in article[: article.index("</article>")]
-    assert "```" not in body[: body.index("</article>")]
+    assert "```" not in tail[: tail.index("</article>")]
 
     reply.status = Message.Status.STOPPED
     reply.save()

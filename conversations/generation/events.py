@@ -17,8 +17,10 @@ class StreamEvent(StrEnum):
     PHASE = "phase"
     # New text, escaped; the event id is the length so far (to resume from Last-Event-ID).
     DELTA = "delta"
-    # The whole reply so far as sanitized HTML (throttled).
-    RENDER = "render"
+    # Markdown blocks just finished, as sanitized HTML: appended, each rendered once.
+    BLOCK = "block"
+    # The open (last, unfinished) block as sanitized HTML, throttled: it replaces the last.
+    TAIL = "tail"
     # The finished message's HTML; the stream ends.
     DONE = "done"
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from conversations import chatlog
 from conversations.generation import context as gen_context
+from conversations.generation import journal
 from conversations.generation.runner import LiveReply, on_db_thread, runner
 from conversations.llm import registry as llm
 from conversations.llm.base import LLMError
@@ -39,15 +40,28 @@ INTERRUPTED_ERROR = (
     "The server stopped while this reply was being written. The text so far is kept."
 )
 
-# With no new token, a generation still records a sign of life this often, so that a
-# slow model is never mistaken for a dead server.
-HEARTBEAT_SECONDS = 10.0
 FINISH_ATTEMPTS = 5
+
+
+def heartbeat_seconds() -> float:
+    """How often a generation renews its lease (its row's `updated`), token or not.
+
+    A reply is generated under a lease of CHAT_STALE_AFTER seconds: renewed four times
+    within it, so that a slow model is never mistaken for a dead process, while a process
+    that died leaves its replies interrupted within seconds.
+    """
+    return min(max(float(settings.CHAT_STALE_AFTER) / 4, 0.5), 10.0)
 
 
 def reply_start(*, reply: Message) -> LiveReply:
     """Start generating `reply` in the background; idempotent while it runs."""
     start_sweeping()
+    current = journal.current()
+    if isinstance(current, journal.RedisJournal):
+        runner.keep("redis-stop", lambda: current.listen_for_stops(runner.cancel))
+    else:
+        # Before the reply is shown: whoever watches it finds its journal.
+        current.open(reply.pk)
     return runner.start(reply.pk, _generate)
 
 
@@ -67,13 +81,17 @@ def reply_stop(*, reply: Message, wait: float = 5.0) -> Message:
     elif Message.objects.filter(
         pk=reply.pk,
         status__in=Message.IN_FLIGHT,
-        updated__lt=timezone.now() - timedelta(seconds=HEARTBEAT_SECONDS * 1.5),
+        updated__lt=timezone.now() - timedelta(seconds=heartbeat_seconds() * 1.5),
     ).exists():
         # No sign of life for longer than a heartbeat: nobody is writing it any more.
         _end_orphan(reply, status=Message.Status.STOPPED, error="")
     elif Message.objects.filter(pk=reply.pk, status__in=Message.IN_FLIGHT).update(
         stop_requested=True
     ):
+        # At once through Redis; the flag is for when Redis is not there or not heard.
+        current = journal.current()
+        if isinstance(current, journal.RedisJournal):
+            current.publish_stop(reply.pk)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             reply.refresh_from_db(fields=["status"])
@@ -187,6 +205,9 @@ def save_progress(message_id: int, progress: Progress, *, write: bool) -> bool:
     )
     if not write:
         return live_row.exists()
+    if (len(progress.text), progress.status) == progress.saved:
+        # Only the lease: the text is unchanged, so it is not indexed again.
+        return bool(live_row.update(updated=timezone.now()))
     return bool(
         live_row.update(
             content=progress.text,
@@ -257,12 +278,14 @@ async def _generate(live: LiveReply) -> None:
     progress = Progress()
     status, error = Message.Status.ERROR, ""
     reply: Message | None = None
+    writer = journal.JournalWriter(journal.current(), message_id)
     try:
         loaded, context = await runner.db(_load, message_id)
         reply = loaded
         progress.model = loaded.model
         if loaded.status not in Message.IN_FLIGHT:
             live.update(text=loaded.content, status=loaded.status, done=True)
+            await _end_journal(writer, message_id, loaded.status)
             return
         if live.stop_requested:
             raise asyncio.CancelledError
@@ -275,7 +298,7 @@ async def _generate(live: LiveReply) -> None:
                 await asyncio.sleep(tick - time.monotonic())
                 state = (len(progress.text), progress.status)
                 write = state != progress.saved or (
-                    time.monotonic() - progress.saved_at > HEARTBEAT_SECONDS
+                    time.monotonic() - progress.saved_at > heartbeat_seconds()
                 )
                 try:
                     go_on = await runner.db(save_progress, message_id, progress, write=write)
@@ -301,6 +324,7 @@ async def _generate(live: LiveReply) -> None:
                     progress.model = chunk.model
                 if chunk.phase:
                     live.update(phase=chunk.phase, ahead=chunk.ahead)
+                    writer.phase(chunk.phase, chunk.ahead)
                 if chunk.finish_reason:
                     progress.finish_reason = chunk.finish_reason
                 if chunk.prompt_tokens is not None:
@@ -312,6 +336,7 @@ async def _generate(live: LiveReply) -> None:
                         progress.status = Message.Status.STREAMING
                     progress.text += chunk.text
                     live.update(text=progress.text, status=progress.status)
+                    writer.text(chunk.text)
             status = Message.Status.COMPLETE
         finally:
             saver.cancel()
@@ -350,6 +375,13 @@ async def _generate(live: LiveReply) -> None:
                 hook(reply.conversation_id, message_id)
     finally:
         live.update(text=progress.text, status=status, done=True)
+        await _end_journal(writer, message_id, status)
+
+
+async def _end_journal(writer: journal.JournalWriter, message_id: int, status: str) -> None:
+    """The journal's last entry, once the database has the end: watchers then show it."""
+    await _uncancellable(writer.end(status))
+    journal.memory.close(message_id)
 
 
 async def _uncancellable(awaitable: Awaitable[T]) -> T:

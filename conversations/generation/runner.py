@@ -3,13 +3,12 @@
 A reply must outlive the request that asked for it (the tab may close; under ASGI with
 sync middleware a request's event loop can even die with the request), so generation
 never runs on a request's loop. Requests only start, stop and watch generations here.
-Watchers on any loop or thread are woken as the reply grows.
+Watchers follow a reply through its journal (`generation.journal`), not through here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
@@ -51,7 +50,6 @@ class LiveReply:
         # Set by Stop: a generation that had not begun yet ends as stopped at once.
         self.stop_requested = False
         self._cond = threading.Condition()
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
 
     def snapshot(self) -> Snapshot:
         with self._cond:
@@ -78,39 +76,13 @@ class LiveReply:
                 self._status = status
             self._done = self._done or done
             self._version += 1
-            self._cond.notify_all()
-            waiters, self._waiters = self._waiters, set()
-        for loop, future in waiters:
-            # A watcher's loop may have closed with its request; the reply goes on.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, future)
-
-    async def changed(self, version: int, timeout: float) -> bool:
-        """Wait (on any event loop) until the state moves past `version`; False on timeout."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._cond:
-            if self._version != version:
-                return True
-            self._waiters.add((loop, future))
-        try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with self._cond:
-                self._waiters.discard((loop, future))
+            if done:
+                self._cond.notify_all()
 
     def wait_done(self, timeout: float) -> bool:
         """Block a thread until the reply has ended (or the timeout passes)."""
         with self._cond:
             return self._cond.wait_for(lambda: self._done, timeout)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class Runner:
@@ -124,8 +96,9 @@ class Runner:
         # Work repeated on a schedule (every()), by name, and its tasks (kept referenced).
         self._schedules: set[str] = set()
         self._repeating: dict[str, asyncio.Task[None]] = {}
-        # Database work for generations runs here, one query at a time, off the loop.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
+        # Database work for generations runs off the loop (see _executor).
+        self._db: ThreadPoolExecutor | None = None
+        self._kept: dict[str, asyncio.Task[None]] = {}
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -260,6 +233,19 @@ class Runner:
 
             loop.call_soon_threadsafe(cancel)
 
+    def keep(self, name: str, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `make()` on the loop for as long as the process lives; once per name."""
+        with self._lock:
+            if name in self._schedules:
+                return
+            self._schedules.add(name)
+        loop = self._ensure_loop()
+
+        def begin() -> None:
+            self._kept[name] = loop.create_task(make())
+
+        loop.call_soon_threadsafe(begin)
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until no generation (nor spawned task) runs here (tests and shutdown use it)."""
         deadline = time.monotonic() + timeout
@@ -269,9 +255,18 @@ class Runner:
             time.sleep(0.01)
         return True
 
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._db is None:
+                # SQLite writes one at a time whatever we do: one thread, no lock waits.
+                # A server database takes the saves of many replies side by side.
+                workers = 1 if connection.vendor == "sqlite" else 4
+                self._db = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-db")
+            return self._db
+
     async def db(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(self._executor(), functools.partial(fn, *args, **kwargs))
 
 
 runner = Runner()

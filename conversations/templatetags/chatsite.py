@@ -12,7 +12,7 @@ from conversations.llm import registry as llm
 from conversations.llm.backends import local
 from conversations.llm.base import LOCAL_PREFIX
 from conversations.models import Conversation
-from conversations.rendering import render_markdown
+from conversations.rendering import render_markdown, split_blocks
 
 register = template.Library()
 
@@ -48,6 +48,14 @@ def model_label(model: str) -> str:
     if model.startswith(LOCAL_PREFIX):
         return f"{local.label(model.removeprefix(LOCAL_PREFIX))} (local)"
     return model
+
+
+@register.filter(name="stream_parts")
+def stream_parts(text: str) -> tuple[SafeString, SafeString]:
+    """`{{ message.content|stream_parts }}`: a streaming reply's finished blocks and its
+    open block, each as sanitized HTML (as the stream's `block` and `tail` events are)."""
+    finished, open_block = split_blocks(str(text))
+    return render_markdown(finished), render_markdown(open_block)
 
 
 @register.filter(name="markdown", is_safe=True)

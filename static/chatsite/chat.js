@@ -102,7 +102,8 @@
 
   // The first piece of text shown turns a pending reply into a streaming one.
   document.addEventListener("htmx:sseMessage", function (event) {
-    if (event.detail.type !== document.body.dataset.sseRender || !event.detail.data) return;
+    var type = event.detail.type, names = document.body.dataset;
+    if ((type !== names.sseTail && type !== names.sseBlock) || !event.detail.data) return;
     var article = event.target.closest("article[data-status]");
     if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
   });

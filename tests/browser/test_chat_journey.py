@@ -341,8 +341,9 @@ def test_reopening_a_conversation_mid_stream_continues_live(page, chromium, fake
     response = other.goto(page.url)
     served = response.text()
     # The text so far, rendered as Markdown (a paragraph of words here).
-    body = served[served.index('sse-swap="render"') :]
-    shown = html.unescape(re.sub(r"<[^>]*>", "", body[body.index(">") + 1 : body.index("</div>")]))
+    body = served[served.index('class="md-blocks"') :]
+    body = body[body.index(">") + 1 : body.index("</div></div>")]
+    shown = html.unescape(re.sub(r"<[^>]*>", "", body))
     assert shown and squash(full).startswith(squash(shown)), shown
     assert len(squash(shown)) < len(squash(full)), shown
 

@@ -46,7 +46,10 @@ STREAMING_WITH_CODE = """() => {
     code: code.textContent,
     text: body.textContent,
     bold: body.querySelectorAll('b').length,
-    endsWithCode: body.lastElementChild.classList.contains('code-block'),
+    // The open block (a fence not closed yet) is the last thing in the reply.
+    endsWithCode: body.lastElementChild.classList.contains('md-tail') &&
+      !!body.lastElementChild.lastElementChild &&
+      body.lastElementChild.lastElementChild.classList.contains('code-block'),
     // Everything after the body is outside the code block: the reply's own controls...
     stopVisible: !!stop && stop.checkVisibility() && !stop.closest('pre'),
     // ...and the rest of the page.

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from conversations.generation import lifecycle
 from conversations.models import Message
-from conversations.rendering import render_markdown
+from conversations.rendering import render_markdown, split_blocks
 from tests.support.factories import MessageFactory, ReplyFactory
 from tests.support.fake_openai import Reply
 from tests.support.helpers import HTMX, finished, last_reply, send
@@ -99,21 +99,32 @@ def test_reopening_while_it_streams_shows_the_text_so_far_then_continues_live(
         assert 'aria-busy="true"' in page
         assert "Stop</button>" in page
         start = page.index(f'id="m-{reply.pk}"')
-        body = page[page.index('sse-swap="render"', start) :]
-        shown = body[body.index(">") + 1 : body.index("</div>")]
+        blocks = page[page.index('class="md-blocks"', start) :]
+        shown_blocks = blocks[blocks.index(">") + 1 : blocks.index('</div><div class="md-tail"')]
+        tail = page[page.index('class="md-tail"', start) :]
+        shown_tail = tail[tail.index(">") + 1 : tail.index("</div></div>")]
         url = page[start:].split('sse-connect="')[1].split('"')[0]
-        offset = int(url.rsplit("?offset=", 1)[1])
-        # The page shows the text so far, rendered; the stream goes on from its length.
+        offset = int(html.unescape(url).split("?offset=", 1)[1].split("&")[0])
+        # The page shows the text so far, rendered (finished blocks, then the open one);
+        # the stream goes on from its length.
         so_far = "".join(tokens)[:offset]
-        assert 0 < offset < len("".join(tokens)) and shown == render_markdown(so_far)
-        with http.stream("GET", html.unescape(url)) as response:
+        finished_part, open_part = split_blocks(so_far)
+        assert 0 < offset < len("".join(tokens))
+        assert shown_blocks.rstrip("\n") == render_markdown(finished_part)
+        assert shown_tail == render_markdown(open_part)
+        with http.stream("GET", html.unescape(url).replace("deltas=0", "deltas=1")) as response:
             received = list(events(response))
     rest = "".join(data for event, data, _ in received if event == "delta")
     # What the page showed plus what streamed afterwards is the whole reply, once.
     assert so_far + html.unescape(rest) == "".join(tokens)
-    # And the `render` events re-render the whole text, not just the rest.
-    renders = [data for event, data, _ in received if event == "render"]
-    assert renders[-1] == render_markdown("".join(tokens))
+    # The open block is re-rendered whole (a paragraph with no blank line is one open
+    # block), and `done` brings the finished reply.
+    text, tails = so_far, []
+    for event, data, _ in received:
+        text += html.unescape(data) if event == "delta" else ""
+        tails += [(text, data)] if event == "tail" else []
+    assert tails and all(data == render_markdown(text) for text, data in tails)
+    assert received[-1][0] == "done" and render_markdown("".join(tokens)) in received[-1][1]
     finished(reply)
 
 
@@ -235,9 +246,12 @@ def test_htmx_send_response_connects_the_reply_to_its_stream(owner_client, fake_
     response = send(owner_client, "Wire it up")
     reply = last_reply()
     html_text = response.content.decode()
-    assert f'sse-connect="/c/{reply.conversation_id}/m/{reply.pk}/stream/?offset=0"' in html_text
-    # The page shows the Markdown `render` events; `delta` events are for other clients.
-    assert 'sse-swap="render" hx-swap="innerHTML"' in html_text
+    stream = f"/c/{reply.conversation_id}/m/{reply.pk}/stream/?offset=0&amp;deltas=0"
+    assert f'sse-connect="{stream}"' in html_text
+    # The page shows finished blocks (appended) and the open one (replaced); `delta`
+    # events are for other clients, so the page asks for none.
+    assert 'sse-swap="block" hx-swap="beforeend"' in html_text
+    assert 'sse-swap="tail" hx-swap="innerHTML"' in html_text
     assert 'sse-close="done"' in html_text
     # Not read out at every re-render: the announcer says when the reply ends.
     assert 'aria-live="off" aria-busy="true"' in html_text

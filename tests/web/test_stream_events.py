@@ -18,16 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_page_takes_the_event_names_from_the_vocabulary(owner_client, owner):
     reply = ReplyFactory(conversation__owner=owner, status=Message.Status.STREAMING)
     page = owner_client.get(reply.conversation.get_absolute_url()).content.decode()
-    assert f'sse-swap="{StreamEvent.RENDER}"' in page
+    assert f'sse-swap="{StreamEvent.BLOCK}"' in page
+    assert f'sse-swap="{StreamEvent.TAIL}"' in page
     assert f'sse-swap="{StreamEvent.PHASE}"' in page
     assert f'sse-close="{StreamEvent.DONE}"' in page
-    assert f'data-sse-render="{StreamEvent.RENDER}"' in page
+    assert f'data-sse-block="{StreamEvent.BLOCK}"' in page
+    assert f'data-sse-tail="{StreamEvent.TAIL}"' in page
     assert f'data-sse-done="{StreamEvent.DONE}"' in page
 
 
 def test_no_template_script_or_view_spells_an_event_name_itself():
     literal = re.compile(
-        r"""sse-(swap|close)="(phase|delta|render|done)"|["'](render|done)["']\)?\s*\)?\s*return"""
+        r"""sse-(swap|close)="(phase|delta|block|tail|done)"|["'](block|tail|done)["']\)?\s*\)?\s*return"""
     )
     sources = [
         *ROOT.joinpath("templates").rglob("*.html"),
