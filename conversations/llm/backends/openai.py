@@ -8,6 +8,8 @@ The only module that imports `openai`. Every SDK or transport failure becomes an
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -136,6 +138,61 @@ def translate(exc: BaseException, *, model: str) -> LLMError:
     return LLMError(f"Unexpected error talking to the model server: {type(exc).__name__}.")
 
 
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def _stream_events(response: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a chat completion stream, read from its server-sent events.
+
+    Read here, not through the SDK's stream: it builds typed objects of every chunk,
+    which cost more CPU than all the rest of a reply (bench/stream_bench.py). An error
+    event raises `openai.APIError`, as the SDK's stream does.
+    """
+    data: list[str] = []
+    kind = ""
+    async for line in response.iter_lines():
+        if line:
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                kind = value
+            continue
+        if not data:
+            kind = ""
+            continue
+        payload, data = "\n".join(data), []
+        if payload.startswith("[DONE]"):
+            return
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            raise openai.APIError(
+                "the stream held something that is not JSON",
+                response.http_response.request,
+                body=None,
+            ) from None
+        if kind == "error" or (isinstance(event, dict) and event.get("error")):
+            error = event.get("error", event) if isinstance(event, dict) else event
+            message = error.get("message") if isinstance(error, dict) else None
+            raise openai.APIError(
+                str(message or error or "an error event"),
+                response.http_response.request,
+                body=error,
+            )
+        kind = ""
+        if isinstance(event, dict):
+            yield event
+
+
 # Servers that refused stream_options once (per process).
 _NO_STREAM_OPTIONS: set[str] = set()
 
@@ -171,37 +228,46 @@ async def stream_chat(
         del request["stream_options"]
     finished = streaming = False
     try:
-        try:
-            stream = await client.chat.completions.create(**request)
-        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-            # Some older OpenAI-compatible servers reject stream_options: ask again without
-            # (then there is no usage to record), and from now on ask that server without.
-            if "stream_options" not in exc.response.text:
-                raise
-            _NO_STREAM_OPTIONS.add(server_label())
-            del request["stream_options"]
-            stream = await client.chat.completions.create(**request)
-        streaming = True
-        async with stream:
-            async for event in stream:
-                usage = event.usage
-                if usage is not None:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                response = await stack.enter_async_context(
+                    client.chat.completions.with_streaming_response.create(**request)
+                )
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                # Some older OpenAI-compatible servers reject stream_options: ask again
+                # without (then there is no usage to record), and from now on ask that
+                # server without.
+                if "stream_options" not in exc.response.text:
+                    raise
+                _NO_STREAM_OPTIONS.add(server_label())
+                del request["stream_options"]
+                response = await stack.enter_async_context(
+                    client.chat.completions.with_streaming_response.create(**request)
+                )
+            streaming = True
+            async for event in _stream_events(response):
+                model_name = _string(event.get("model"))
+                usage = event.get("usage")
+                if isinstance(usage, dict):
                     yield Chunk(
-                        model=event.model or "",
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
+                        model=model_name,
+                        prompt_tokens=_count(usage.get("prompt_tokens")),
+                        completion_tokens=_count(usage.get("completion_tokens")),
                     )
-                for choice in event.choices:
-                    delta = choice.delta
-                    text = (delta.content or "") + (getattr(delta, "refusal", None) or "")
+                choices = event.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
+                    if not isinstance(choice, dict):
+                        continue
+                    delta = choice.get("delta")
+                    delta = delta if isinstance(delta, dict) else {}
+                    text = _string(delta.get("content")) + _string(delta.get("refusal"))
                     # PostgreSQL cannot store NUL in text; a model can emit it.
                     text = strip_nul(text)
-                    if choice.finish_reason:
+                    finish_reason = _string(choice.get("finish_reason")) or None
+                    if finish_reason:
                         finished = True
-                    if text or choice.finish_reason:
-                        yield Chunk(
-                            text=text, model=event.model or "", finish_reason=choice.finish_reason
-                        )
+                    if text or finish_reason:
+                        yield Chunk(text=text, model=model_name, finish_reason=finish_reason)
     except (openai.OpenAIError, httpx2.HTTPError) as exc:
         timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException)
         broken = isinstance(exc, openai.APIConnectionError | httpx2.TransportError)
