@@ -121,7 +121,7 @@ def test_a_reply_streams_through_redis(asgi_server, owner_client, fake_openai, s
         pytest.skip(f"needs Redis at {REDIS_URL}")
     settings.REDIS_URL = REDIS_URL
     tokens = [f"r{i} " for i in range(10)]
-    fake_openai.script(Reply(tokens=tokens, delay=0.03))
+    fake_openai.script(Reply(tokens=tokens, first_delay=0.3, delay=0.1))
     send(owner_client, "Through Redis")
     reply = last_reply()
     received = read_stream(asgi_server, owner_client, reply)
