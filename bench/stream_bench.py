@@ -392,16 +392,24 @@ def create_users(count: int, sidebar: int) -> list[str]:
     return [user.get_username() for user in users]
 
 
-def check_saved(reply_ids: list[int], expected: str, wait: float = 10.0) -> int:
-    """How many of these replies are `complete` with the full text in the database."""
+def check_saved(reply_ids: list[int], expected: str, wait: float = 10.0) -> tuple[int, list[str]]:
+    """How many of these replies are `complete` with the full text in the database, and
+    what the others are (waiting up to `wait` seconds for them)."""
     from conversations.models import Message
 
     deadline = time.monotonic() + wait
     while True:
-        rows = Message.objects.filter(pk__in=reply_ids).values_list("status", "content")
-        good = sum(1 for status, content in rows if status == "complete" and content == expected)
-        if good == len(reply_ids) or time.monotonic() > deadline:
-            return good
+        rows = Message.objects.filter(pk__in=reply_ids).values_list(
+            "pk", "status", "content", "error"
+        )
+        bad = [
+            f"#{pk} {status}, {len(content)}/{len(expected)} chars{': ' + error if error else ''}"
+            for pk, status, content, error in rows
+            if status != "complete" or content != expected
+        ]
+        bad += [f"#{pk} missing" for pk in set(reply_ids) - {row[0] for row in rows}]
+        if not bad or time.monotonic() > deadline:
+            return len(reply_ids) - len(bad), bad
         time.sleep(0.1)
 
 
@@ -643,6 +651,10 @@ def table(run: dict[str, Any]) -> str:
             f"| {row['rss_before']} → {row['rss_after']} "
             f"| {row['saved']}/{a['replies']} |"
         )
+    for row in run["rows"]:
+        problems = [*row["unsaved"], *row["chatsite"]["errors"], *row["direct"]["errors"]]
+        if problems:
+            lines.append(f"\n{row['scenario']}, {row['at_once']} at once: " + "; ".join(problems))
     return "\n".join(lines)
 
 
@@ -757,7 +769,7 @@ def run_bench(args: argparse.Namespace, fake: FakeServer, servers: list[AppServe
                     sample.tokens = tokens if sample.total is not None and not sample.error else 0
                 app_figures = figures(samples, wall, cpu)
                 ids = [s.reply_id for s in samples if s.reply_id is not None]
-                saved = check_saved(ids, expected(tokens)) if ids else 0
+                saved, unsaved = check_saved(ids, expected(tokens)) if ids else (0, [])
                 rows.append(
                     {
                         "scenario": name,
@@ -771,6 +783,7 @@ def run_bench(args: argparse.Namespace, fake: FakeServer, servers: list[AppServe
                         "rss_before": rss_before,
                         "rss_after": rss_after,
                         "saved": saved,
+                        "unsaved": unsaved,
                     }
                 )
         soak = run_soak(args, loop, fake, servers, app_reply, expected) if args.soak else None
@@ -804,7 +817,7 @@ def run_soak(
         samples, _ = loop.run_until_complete(rounds(app_reply, args.soak_at_once, chunk))
         done += chunk
         errors += sum(1 for s in samples if s.error)
-        saved += check_saved([s.reply_id for s in samples if s.reply_id], expected(tokens))
+        saved += check_saved([s.reply_id for s in samples if s.reply_id], expected(tokens))[0]
         point = {"replies": done, "rss_mb": rss_cell(servers), "saved": saved, "errors": errors}
         points.append(point)
         if not args.json:
