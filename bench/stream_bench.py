@@ -691,7 +691,7 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.smoke:
         return Plan(sequential=2, concurrency=[3], rounds=1)
     if args.quick:
-        return Plan(sequential=5, concurrency=[20, 50], rounds=1)
+        return Plan(sequential=3, concurrency=[20, 50], rounds=1)
     return Plan(sequential=args.replies, concurrency=[20, 50], rounds=args.rounds)
 
 
