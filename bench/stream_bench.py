@@ -3,7 +3,7 @@
     .venv/bin/python bench/stream_bench.py                      # 1 uvicorn process, SQLite
     .venv/bin/python bench/stream_bench.py --db postgres        # 1 process, PostgreSQL
     .venv/bin/python bench/stream_bench.py --workers 2          # 2 processes, PostgreSQL + Redis
-    .venv/bin/python bench/stream_bench.py --quick              # fewer replies, under a minute
+    .venv/bin/python bench/stream_bench.py --quick              # fewer replies, about a minute
     .venv/bin/python bench/stream_bench.py --quick --smoke      # a few replies, under 30 s (CI)
     .venv/bin/python bench/stream_bench.py --soak 1000          # then 1,000 more replies: RSS
     .venv/bin/python bench/stream_bench.py --json               # machine output on stdout
@@ -648,7 +648,7 @@ def table(run: dict[str, Any]) -> str:
             f"| {fmt(d['token_rate'], 0)} → {fmt(a['token_rate'], 0)} "
             f"({fmt_ratio(c['token_rate_ratio'])}) "
             f"| {fmt(d['cpu_ms_per_reply'])} → {fmt(a['cpu_ms_per_reply'])} ms "
-            f"| {row['rss_before']} → {row['rss_after']} "
+            f"| {mb(row['rss_before'])} → {mb(row['rss_after'])} "
             f"| {row['saved']}/{a['replies']} |"
         )
     for row in run["rows"]:
@@ -668,7 +668,7 @@ def header(run: dict[str, Any]) -> str:
             f"{setup['db']}, {'Redis' if setup['redis'] else 'no Redis'}"
             f"{', POST to one, stream from the other' if setup['workers'] > 1 else ''})",
             f"start-up (spawn to first 200 on /accounts/login/): {starts}; "
-            f"idle RSS {setup['idle_rss']} MB; load average (1/5/15 min) before "
+            f"idle RSS {mb(setup['idle_rss'])} MB; load average (1/5/15 min) before "
             f"{'/'.join(map(str, setup['load_before']))}, after "
             f"{'/'.join(map(str, setup['load_after']))}",
             "each cell: direct → chatsite (+ms added, × ratio to direct); CPU: the fake "
@@ -695,8 +695,13 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan(sequential=args.replies, concurrency=[20, 50], rounds=args.rounds)
 
 
-def rss_cell(servers: list[AppServer]) -> str:
-    return " + ".join(f"{server.rss():.0f}" for server in servers)
+def rss_now(servers: list[AppServer]) -> list[float]:
+    """Each server's RSS in MB."""
+    return [round(server.rss(), 1) for server in servers]
+
+
+def mb(values: list[float]) -> str:
+    return " + ".join(f"{value:.0f}" for value in values)
 
 
 BEGAN = time.perf_counter()
@@ -759,11 +764,11 @@ def run_bench(args: argparse.Namespace, fake: FakeServer, servers: list[AppServe
                 before = fake.cpu()
                 samples, wall = loop.run_until_complete(rounds(direct, at_once, count))
                 direct_figures = figures(samples, wall, fake.cpu() - before)
-                rss_before = rss_cell(servers)
+                rss_before = rss_now(servers)
                 before = sum(server.cpu() for server in servers)
                 samples, wall = loop.run_until_complete(rounds(app_reply, at_once, count))
                 cpu = sum(server.cpu() for server in servers) - before
-                rss_after = rss_cell(servers)
+                rss_after = rss_now(servers)
                 # Tokens received: a reply's, once its stream reached `done`.
                 for sample in samples:
                     sample.tokens = tokens if sample.total is not None and not sample.error else 0
@@ -807,21 +812,32 @@ def run_soak(
     name, first_delay, delay, tokens = SCENARIOS[0]
     fake.configure(first_delay, delay, tokens)
     progress(f"soak: {args.soak} replies ({name}), {args.soak_at_once} at once")
-    points = [{"replies": 0, "rss_mb": rss_cell(servers), "saved": 0, "errors": 0}]
+    points = [{"replies": 0, "rss_mb": rss_now(servers), "saved": 0, "errors": 0}]
     if not args.json:
         print(f"\nsoak ({name}, {args.soak_at_once} at once): replies → RSS MB")
-        print(f"     0 → {points[0]['rss_mb']}", flush=True)
+        print(f"     0 → {mb(points[0]['rss_mb'])}", flush=True)
     done = saved = errors = 0
+    began = time.perf_counter()
     while done < args.soak:
         chunk = min(100, args.soak - done)
         samples, _ = loop.run_until_complete(rounds(app_reply, args.soak_at_once, chunk))
         done += chunk
         errors += sum(1 for s in samples if s.error)
         saved += check_saved([s.reply_id for s in samples if s.reply_id], expected(tokens))[0]
-        point = {"replies": done, "rss_mb": rss_cell(servers), "saved": saved, "errors": errors}
+        point = {
+            "replies": done,
+            "rss_mb": rss_now(servers),
+            "saved": saved,
+            "errors": errors,
+            "elapsed_s": round(time.perf_counter() - began, 1),
+        }
         points.append(point)
         if not args.json:
-            print(f"{done:6d} → {point['rss_mb']}   ({saved} saved whole, {errors} errors)")
+            print(
+                f"{done:6d} → {mb(point['rss_mb'])}   ({saved} saved whole, {errors} errors, "
+                f"{point['elapsed_s']} s)",
+                flush=True,
+            )
     return points
 
 
@@ -830,7 +846,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, choices=[1, 2], default=1)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default=None)
     parser.add_argument("--redis", action="store_true", help="REDIS_URL with one worker too")
-    parser.add_argument("--quick", action="store_true", help="fewer replies (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer replies (about a minute)")
     parser.add_argument("--smoke", action="store_true", help="with --quick: a few, < 30 s")
     parser.add_argument("--replies", type=int, default=20, help="sequential replies (full run)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of 20 and of 50 at once")
@@ -888,7 +904,7 @@ def main() -> None:
                 "db": "PostgreSQL" if db == "postgres" else "SQLite",
                 "redis": redis,
                 "startup_s": [round(server.startup, 3) for server in servers],
-                "idle_rss": rss_cell(servers),
+                "idle_rss": rss_now(servers),
                 "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
                 "load_before": [round(x, 2) for x in load_before],
             }
