@@ -666,7 +666,8 @@ def header(run: dict[str, Any]) -> str:
             f"chatsite stream benchmark ({setup['cores']} cores, Python {setup['python']}, "
             f"uvicorn {setup['uvicorn']} with {setup['loop']}; {setup['workers']} process(es), "
             f"{setup['db']}, {'Redis' if setup['redis'] else 'no Redis'}"
-            f"{', POST to one, stream from the other' if setup['workers'] > 1 else ''})",
+            f"{', POST to one, stream from the other' if setup['workers'] > 1 else ''}; "
+            f"a user per stream, {setup['sidebar']} older chats each)",
             f"start-up (spawn to first 200 on /accounts/login/): {starts}; "
             f"idle RSS {mb(setup['idle_rss'])} MB; load average (1/5/15 min) before "
             f"{'/'.join(map(str, setup['load_before']))}, after "
@@ -905,6 +906,7 @@ def main() -> None:
                 "redis": redis,
                 "startup_s": [round(server.startup, 3) for server in servers],
                 "idle_rss": rss_now(servers),
+                "sidebar": args.sidebar,
                 "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
                 "load_before": [round(x, 2) for x in load_before],
             }
