@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from conversations.models import Conversation
 
 
-def configure(**env: str) -> None:
-    """Point Django at a fresh SQLite file and log in a temp folder, then set it up."""
+def configure(*, collectstatic: bool = True, **env: str) -> None:
+    """Point Django at a fresh SQLite file and log in a temp folder, then set it up.
+
+    `collectstatic=False` leaves static files to the caller (e.g. a process of its own).
+    """
     sys.path.insert(0, str(ROOT))
     os.environ.update(
         {
@@ -42,7 +45,8 @@ def configure(**env: str) -> None:
     django.setup()
     call_command("migrate", verbosity=0)
     settings.STATIC_ROOT = TMP / "static"
-    call_command("collectstatic", interactive=False, verbosity=0)
+    if collectstatic:
+        call_command("collectstatic", interactive=False, verbosity=0)
 
 
 def percentiles(samples: list[float]) -> str:
