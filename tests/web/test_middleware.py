@@ -123,9 +123,9 @@ def test_static_files_are_served_from_the_finders_without_a_thread():
 
 
 def _settings_in_a_process(env: dict[str, str], code: str, tmp_path: Path) -> str:
-    """What `code` prints with chatsite's own settings under `env` alone."""
+    """What `code` prints in a process of its own, with `env` alone for environment."""
     result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); " + code],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={
             "PATH": os.environ.get("PATH", ""),
@@ -166,12 +166,12 @@ def _settings_in_a_process(env: dict[str, str], code: str, tmp_path: Path) -> st
 def test_serving_from_the_finders_follows_debug_and_both_names_of_the_setting(
     env, expected, tmp_path
 ):
-    code = "from django.conf import settings; print(settings.SERVESTATIC_USE_FINDERS)"
+    code = "import chatsite.settings as s; print(s.SERVESTATIC_USE_FINDERS)"
     assert _settings_in_a_process(env, code, tmp_path) == expected
 
 
 PRODUCTION_STATIC = """
-import asyncio, sys
+import asyncio
 import django
 from django.core.management import call_command
 django.setup()
@@ -197,8 +197,7 @@ def test_production_serves_hashed_compressed_files_after_collectstatic(tmp_path)
         "DJANGO_SETTINGS_MODULE": "prod_settings",
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
     }
-    code = PRODUCTION_STATIC.replace("import django\n", "", 1).replace("django.setup()\n", "", 1)
-    out = _settings_in_a_process(env, code, tmp_path).splitlines()
+    out = _settings_in_a_process(env, PRODUCTION_STATIC, tmp_path).splitlines()
     assert out[0] == "servestatic.storage.CompressedManifestStaticFilesStorage"
     assert re.fullmatch(r"/static/chatsite/chat\.[0-9a-f]{12}\.js", out[1]), out
     status, encoding, cache = out[2].split(" ", 2)
