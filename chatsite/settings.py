@@ -5,7 +5,6 @@ Every variable is listed, with a comment, in `.env.example`.
 
 from __future__ import annotations
 
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,7 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
+    "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
@@ -48,9 +47,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Static files, answered before the rest of the stack (async under ASGI, as is every
+    # middleware here: tests/web/test_middleware.py checks that none makes a request hop
+    # into a thread).
+    "servestatic.middleware.ServeStaticMiddleware",
     # Before the rest, so that every page (an error page too) and its log lines have the id;
-    # after WhiteNoise (sync only), so that it runs async under ASGI. Static files get none.
+    # after ServeStatic, so that static files, which need none, are spared it.
     "conversations.web.middleware.RequestIdMiddleware",
     "conversations.web.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -181,12 +183,15 @@ STORAGES = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            else "servestatic.storage.CompressedManifestStaticFilesStorage"
         )
     },
 }
-# Without collectstatic (a fresh clone), WhiteNoise serves straight from the finders.
-WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
+# Without collectstatic (a fresh clone), ServeStatic serves straight from the finders.
+# WHITENOISE_USE_FINDERS is the name from before ServeStatic, still read from older .env files.
+SERVESTATIC_USE_FINDERS = env.bool(
+    "SERVESTATIC_USE_FINDERS", default=env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
+)
 
 # --- HTTPS ----------------------------------------------------------------------
 # A server (DEBUG off) is meant to be reached over HTTPS: its cookies go over HTTPS only
@@ -212,14 +217,6 @@ if _proxy_ssl_header:
             "HTTP_X_FORWARDED_PROTO,https"
         )
     SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
-
-# WhiteNoise's file responses are sync iterators, which Django's ASGI handler reads in a
-# thread and warns about on every static file. Our own streams (replies, exports) are async.
-warnings.filterwarnings(
-    "ignore",
-    message="StreamingHttpResponse must consume synchronous iterators",
-    module="django.core.handlers.asgi",
-)
 
 # --- Security headers -------------------------------------------------------------
 # Scripts only from our own static files: no inline script, no eval, no event-handler

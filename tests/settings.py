@@ -51,6 +51,8 @@ PINNED = {
     "EMAIL_USE_TLS": "true",
     "DEFAULT_FROM_EMAIL": "webmaster@localhost",
     "TIME_ZONE": "UTC",
+    "SERVESTATIC_USE_FINDERS": "true",
+    # Its name before ServeStatic, read only when SERVESTATIC_USE_FINDERS is not set.
     "WHITENOISE_USE_FINDERS": "true",
     # The model: the fake server (see above), never a real one.
     "OPENAI_API_KEY": "sk-test-key-never-sent-anywhere-but-loopback",

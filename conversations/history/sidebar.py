@@ -109,3 +109,78 @@ def conversation_list(
     rows = list(conversations.order_by("-updated", "-id")[: limit + 1])
     older = _cursor(rows[limit - 1]) if len(rows) > limit else None
     return ConversationPage(rows[:limit], older, previous_group, today)
+
+
+@dataclass(frozen=True)
+class SidebarMove:
+    """What a message sent in `conversation` changes in the sidebar a page shows.
+
+    The page shows the first page of the sidebar as it was before the send (plus what
+    earlier sends of the same page moved); `conversation` now goes to its top. Only what
+    changed is sent: the entry, the old one to remove, and the entries whose heading
+    changed with the move (the first of a group gains it, the one that no longer is
+    loses it).
+    """
+
+    conversation: Conversation
+    heading: str
+    was_shown: bool  # its entry was in the sidebar before (elsewhere than at the top)
+    was_first: bool  # it already was the top entry
+    empty_before: bool  # no other entry: the whole (one-entry) list is sent
+    changed: list[tuple[str | None, Conversation]]  # other entries, with their new heading
+
+    def page(self) -> ConversationPage:
+        """The sidebar of one entry (for a list that had no other)."""
+        return ConversationPage([self.conversation], None)
+
+
+def _key(conversation: Conversation, updated: datetime) -> tuple[datetime, int]:
+    return (updated, conversation.pk)
+
+
+def conversation_moved(
+    *, user: User, conversation: Conversation, was: datetime | None, now: datetime | None = None
+) -> SidebarMove:
+    """How the sidebar changes now that `conversation` (last active at `was`, None if new)
+    has been active: one query, the other entries of the sidebar's first page."""
+    today = timezone.localdate(now or timezone.now())
+    limit = settings.CHAT_SIDEBAR_LIMIT
+    others = list(
+        Conversation.objects.filter(owner=user)
+        .exclude(pk=conversation.pk)
+        .only("id", "title", "updated")
+        .order_by("-updated", "-id")[:limit]
+    )
+    # The order before: the others with the conversation at its old place, the first page.
+    before: list[tuple[Conversation, datetime]] = [(c, c.updated) for c in others]
+    if was is not None:
+        before.append((conversation, was))
+    before.sort(key=lambda entry: _key(*entry), reverse=True)
+    before = before[:limit]
+    shown_before = [c for c, _ in before]
+    was_shown = any(c.pk == conversation.pk for c in shown_before)
+    old_headings = _headings([(c.pk, updated) for c, updated in before], today=today)
+    # After: the conversation on top, the rest as they were (the page keeps them all).
+    rest = [c for c in shown_before if c.pk != conversation.pk]
+    after = [(conversation.pk, conversation.updated)] + [(c.pk, c.updated) for c in rest]
+    new_headings = _headings(after, today=today)
+    changed = [(new_headings[c.pk], c) for c in rest if new_headings[c.pk] != old_headings[c.pk]]
+    return SidebarMove(
+        conversation=conversation,
+        heading=recency_group(conversation.updated, today=today),
+        was_shown=was_shown and shown_before[0].pk != conversation.pk,
+        was_first=was_shown and shown_before[0].pk == conversation.pk,
+        empty_before=not rest,
+        changed=changed,
+    )
+
+
+def _headings(entries: list[tuple[int, datetime]], *, today: date) -> dict[int, str | None]:
+    """Each entry's heading in a list in this order (None: it continues the group above)."""
+    out: dict[int, str | None] = {}
+    last = None
+    for pk, updated in entries:
+        group = recency_group(updated, today=today)
+        out[pk] = group if group != last else None
+        last = group
+    return out

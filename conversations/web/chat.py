@@ -29,7 +29,7 @@ from conversations.params import parse_id
 from conversations.web.htmx import TEXT, Request, after_reply, busy_answer
 
 if TYPE_CHECKING:
-    pass
+    from datetime import datetime
 
 
 TEMPLATE = "conversations/chat.html"
@@ -133,12 +133,21 @@ def _composer_error(
     settings_form: ConversationSettingsForm | None = None,
 ) -> HttpResponse:
     """Refused input: the composer with its error inline (HTMX), or the page (no JS)."""
-    context = page_context(request, conversation, form, settings_form=settings_form)
     # The branch the page showed, so that the message, once fixed, still follows it.
-    context["after"] = parse_id(request.POST.get("after"))
+    after = parse_id(request.POST.get("after"))
     if request.htmx:
+        # The composer alone: no thread, no sidebar.
+        context = {
+            "conversation": conversation,
+            "form": form,
+            "after": after,
+            "settings_form": settings_form
+            or ConversationSettingsForm.for_conversation(conversation),
+        }
         response = render(request, f"{TEMPLATE}#composer", context, status=status)
         return reswap(retarget(response, "#composer"), "outerHTML")
+    context = page_context(request, conversation, form, settings_form=settings_form)
+    context["after"] = after
     return render(request, TEMPLATE, context, status=status)
 
 
@@ -175,26 +184,33 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
     if not request.htmx:
         return after_reply(reply, new_conv)
 
+    # What changed, no more: the new messages (in a new conversation, the conversation
+    # around them) and the sidebar entry, which moves to the top, out of band.
+    thread = [question, reply]
     if conv is None:
-        # The first message: show the whole new conversation and move the URL to it.
-        context = page_context(request, new_conv)
+        context = {
+            "conversation": new_conv,
+            "thread": thread,
+            "last_id": reply.pk,
+            "form": MessageForm(),
+            "settings_form": ConversationSettingsForm.for_conversation(new_conv),
+        }
         html = render_to_string(f"{TEMPLATE}#chat", context, request=request)
-        response = HttpResponse(html + _sidebar_oob(request, new_conv))
+        response = HttpResponse(html + _sidebar_move(request, new_conv, was=None))
         response = reswap(retarget(response, "#chat"), "innerHTML")
         return push_url(response, new_conv.get_absolute_url())
-    context = {"thread": [question, reply], "last_id": reply.pk}
+    context = {"thread": thread, "last_id": reply.pk}
     html = render_to_string(f"{TEMPLATE}#messages", context, request=request)
-    return HttpResponse(html + _sidebar_oob(request, new_conv))
+    return HttpResponse(html + _sidebar_move(request, new_conv, was=conv.updated))
 
 
-def _sidebar_oob(request: Request, conversation: Conversation) -> str:
+def _sidebar_move(request: Request, conversation: Conversation, *, was: datetime | None) -> str:
+    """The sidebar's changes, out of band: `conversation` (active at `was` before, None
+    if new) on top, and the headings around where it was (one query)."""
+    move = history_sidebar.conversation_moved(user=request.user, conversation=conversation, was=was)
     return render_to_string(
-        f"{TEMPLATE}#sidebar",
-        {
-            "conversation": conversation,
-            "sidebar": history_sidebar.conversation_list(user=request.user),
-            "oob": True,
-        },
+        f"{TEMPLATE}#sidebar_move",
+        {"conversation": conversation, "move": move},
         request=request,
     )
 
