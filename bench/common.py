@@ -32,7 +32,7 @@ def configure(*, collectstatic: bool = True, **env: str) -> None:
             "DATABASE_URL": f"sqlite:///{TMP / 'db.sqlite3'}",
             "CHAT_LOG_FILE": str(TMP / "chat.log"),
             "OPENAI_MAX_RETRIES": "0",
-            "WHITENOISE_USE_FINDERS": "true",
+            "SERVESTATIC_USE_FINDERS": "true",
             "CHAT_SIDEBAR_LIMIT": "100",
             "CHAT_AUTO_TITLE": "false",
             **env,

@@ -349,7 +349,7 @@ def app_env(database_url: str, fake_url: str, redis: bool) -> dict[str, str]:
             "CHAT_MAX_MESSAGES_PER_MINUTE": "0",
             "CHAT_MAX_TOKENS_PER_DAY": "0",
             "CHAT_SIDEBAR_LIMIT": "100",
-            "WHITENOISE_USE_FINDERS": "true",
+            "SERVESTATIC_USE_FINDERS": "true",
             # Plain HTTP on loopback: the cookies must go over it.
             "SESSION_COOKIE_SECURE": "false",
             "CSRF_COOKIE_SECURE": "false",
