@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -25,6 +26,7 @@ from django.utils.text import Truncator, smart_split, unescape_string_literal
 from conversations.chat import limits
 from conversations.forms import AdminImportForm
 from conversations.models import Conversation, ImportJob, Message, UserLimits
+from conversations.params import parse_ids
 from conversations.transfer import jobs
 from conversations.web import transfer as web_transfer
 
@@ -230,6 +232,28 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
             "job": job,
         }
         return TemplateResponse(request, "admin/conversations/import_job.html", context)
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        """Refuse a selection that is not all ids before any action (an export) runs.
+
+        Django filters by the posted `_selected_action` values as they come: "abc" or a NUL
+        raises ValueError (a 500), and a 20-digit id reaches the database only once the
+        download is streaming (OverflowError on SQLite, mid-download). The admin's own
+        message and redirect say what was wrong instead.
+        """
+        if request.method == "POST" and "_select_across" not in request.POST:
+            selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+            if parse_ids(selected) is None:
+                self.message_user(
+                    request,
+                    "The selection is not a list of conversation ids; nothing was done. "
+                    "Select the conversations again.",
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, *args, **kwargs)
 
     def _export(
         self, request: HttpRequest, queryset: QuerySet[Conversation], fmt: str

@@ -542,3 +542,53 @@ def test_limits_set_in_the_admin_are_the_users_own_and_shown(staff_client, owner
     assert "<tr><th>Tokens per day</th><td>no limit</td>" in html  # 0: none
     listing = staff_client.get(reverse("admin:auth_user_changelist"))
     assert "1 / 20 / no limit" in listing.content.decode()
+
+
+# --- Export actions: a bad selection is refused before anything streams (issue 11) ---
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])
+@pytest.mark.parametrize(
+    "bad",
+    ["abc", "1\x00", "9" * 20, "-1", "", " 1"],
+    ids=["letters", "nul", "twenty-digits", "negative", "empty", "space"],
+)
+def test_an_export_of_a_selection_that_is_not_ids_is_refused_with_the_admins_message(
+    staff_client, thread, fmt, bad
+):
+    conversation, _ = thread
+    response = staff_client.post(
+        reverse(CHANGELIST),
+        {"action": f"export_{fmt}", "_selected_action": [str(conversation.pk), bad]},
+    )
+
+    assert not isinstance(response, StreamingHttpResponse)
+    assert response.status_code == 302
+    assert response["Location"] == reverse(CHANGELIST)
+    page = staff_client.get(response["Location"])
+    assert "The selection is not a list of conversation ids; nothing was done." in (
+        page.content.decode()
+    )
+
+
+@pytest.mark.django_db
+def test_an_export_of_good_ids_still_streams_after_the_check(staff_client, thread):
+    conversation, _ = thread
+    response = export(staff_client, "json", [conversation])
+    assert isinstance(response, StreamingHttpResponse)
+    assert json.loads(body(response))["conversations"][0]["title"] == "Soup recipes"
+
+
+@pytest.mark.django_db
+def test_an_export_of_an_eighteen_digit_id_that_does_not_exist_is_an_empty_download(
+    staff_client, thread
+):
+    response = staff_client.post(
+        reverse(CHANGELIST), {"action": "export_csv", "_selected_action": ["9" * 18]}
+    )
+    # An id that fits the database but names nothing: an export of nothing, the header row.
+    assert isinstance(response, StreamingHttpResponse)
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(body(response))))
+    assert len(rows) == 1
