@@ -136,6 +136,16 @@ def _zip_check(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> None
                 "made that way is refused (which of them is read would be a guess)."
             )
         seen.add(info.filename)
+    # Members of other names whose data is the same bytes of the zip: a small zip could
+    # then list one member a hundred times as conversations-000.json, -001.json, …
+    starts: set[int] = set()
+    for m in members:
+        if m.header_offset in starts:
+            raise ImportRefused(
+                f"The zip lists {report_text(m.filename, 200)!r} over the data of another "
+                "file; a zip made that way is refused (it would be read again and again)."
+            )
+        starts.add(m.header_offset)
     limit = settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES
     total = sum(m.file_size for m in members)
     if total > limit:

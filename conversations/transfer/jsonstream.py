@@ -33,6 +33,7 @@ CHUNK_SIZE = 256 * 1024
 # One value (one conversation) larger than this (bytes of the file) is skipped, not held.
 MAX_VALUE_BYTES = 32 * 1024 * 1024
 WHITESPACE = " \t\n\r"
+_SIGNIFICANT = re.compile(r"[^ \t\n\r]")
 # Errors raised within this many characters of the buffer's end may just mean "truncated".
 _TAIL = 32
 
@@ -172,14 +173,17 @@ class JSONStream:
         return bool(size)
 
     def _peek(self) -> str:
-        """The next character that is not whitespace ("" at the end), without consuming it."""
+        """The next character that is not whitespace ("" at the end), without consuming it.
+
+        Found with a regex, not a loop over characters: a file of gigabytes of spaces (a
+        whitespace bomb) is then skipped at the speed of reading it, not 50 times slower.
+        """
         while True:
-            buf, pos = self._buf, self._pos
-            while pos < len(buf) and buf[pos] in WHITESPACE:
-                pos += 1
-            self._pos = pos
-            if pos < len(buf):
-                return buf[pos]
+            found = _SIGNIFICANT.search(self._buf, self._pos)
+            if found is not None:
+                self._pos = found.start()
+                return self._buf[self._pos]
+            self._pos = len(self._buf)
             if not self._fill():
                 return ""
 
