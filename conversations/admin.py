@@ -281,6 +281,63 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         return self._export(request, queryset, "markdown")
 
 
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin[ImportJob]):
+    """Every user's imports; a running one can be cancelled (an action)."""
+
+    list_display = ["filename", "owner", "status", "conversations_imported", "percent", "created"]
+    list_filter = ["status", "created"]
+    list_select_related = ["owner"]
+    search_fields = ["filename", "owner__username"]
+    ordering = ["-created", "-id"]
+    actions = ["cancel"]
+    readonly_fields = (
+        "owner",
+        "requested_by",
+        "filename",
+        "source",
+        "status",
+        "error",
+        "conversations_imported",
+        "messages_imported",
+        "conversations_skipped",
+        "duplicates",
+        "bytes_read",
+        "bytes_total",
+        "created",
+        "updated",
+    )
+    fields = readonly_fields
+    exclude = ["report"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ImportJob]:
+        return super().get_queryset(request).defer("report")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # imports start from an upload (Conversations → Import)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="read")
+    def percent(self, job: ImportJob) -> str:
+        return f"{job.percent}%"
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.change_importjob")
+
+    @admin.action(description="Cancel selected imports", permissions=["cancel"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[ImportJob]) -> None:
+        cancelled = sum(
+            jobs.import_job_cancel(job=job) for job in queryset.select_related(None).only("pk")
+        )
+        left = queryset.count() - cancelled
+        text = f"Cancelled {cancelled} import{'' if cancelled == 1 else 's'}."
+        if left:
+            text += f" {left} had already ended."
+        self.message_user(request, text, messages.SUCCESS if cancelled else messages.WARNING)
+
+
 @admin.register(Message)
 class MessageAdmin(ReadOnly, admin.ModelAdmin[Message]):
     list_display = [

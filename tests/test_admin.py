@@ -592,3 +592,41 @@ def test_an_export_of_an_eighteen_digit_id_that_does_not_exist_is_an_empty_downl
     assert response.status_code == 200
     rows = list(csv.reader(io.StringIO(body(response))))
     assert len(rows) == 1
+
+
+# --- Import jobs: staff cancel any user's running import -------------------------------
+
+
+@pytest.mark.django_db
+def test_staff_cancel_a_users_running_import_from_the_admin(staff_client, owner, stranger):
+    from conversations.models import ImportJob
+
+    running = ImportJob.objects.create(
+        owner=owner, filename="big.zip", status=ImportJob.Status.RUNNING
+    )
+    done = ImportJob.objects.create(owner=stranger, filename="old.zip", status="done")
+
+    response = staff_client.post(
+        reverse("admin:conversations_importjob_changelist"),
+        {"action": "cancel", "_selected_action": [running.pk, done.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Cancelled 1 import. 1 had already ended." in response.content.decode()
+    running.refresh_from_db()
+    done.refresh_from_db()
+    assert running.status == ImportJob.Status.CANCELLED
+    assert done.status == ImportJob.Status.DONE
+
+
+@pytest.mark.django_db
+def test_the_import_job_list_shows_every_users_jobs_to_staff_only(
+    staff_client, owner_client, owner
+):
+    from conversations.models import ImportJob
+
+    ImportJob.objects.create(owner=owner, filename="mine.zip", status=ImportJob.Status.RUNNING)
+    url = reverse("admin:conversations_importjob_changelist")
+    assert "mine.zip" in staff_client.get(url).content.decode()
+    assert owner_client.get(url).status_code == 302  # to the admin's login
