@@ -149,3 +149,14 @@ def test_a_file_of_hundreds_of_megabytes_of_whitespace_is_read_in_seconds(tmp_pa
 
     assert result.conversations_imported == 1
     assert took < 6, took
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 7, 64])
+def test_whitespace_chunks_skipped_whole_lose_nothing_around_them(chunk_size):
+    import io
+
+    from conversations.transfer.jsonstream import JSONStream
+
+    text = '[    1 ,\t\t\t\t2,  "a    b"  \r\n\r\n , {"k" :    [ ]}    ,"    "    ]    '
+    stream = JSONStream(io.BytesIO(text.encode()), chunk_size=chunk_size)
+    assert list(stream.array_items()) == [1, 2, "a    b", {"k": []}, "    "]
