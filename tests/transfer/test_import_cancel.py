@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from conversations.models import Conversation, ImportJob
-from conversations.transfer import jobs
+from conversations.transfer import jobs, reading
 from conversations.transfer.jsonstream import JSONStream
 from conversations.transfer.results import ImportResult
 from tests.support.chatgpt_export import dumps, simple
@@ -233,3 +233,23 @@ def test_file_import_stops_when_asked_and_says_what_it_imported(tmp_path, db, ow
     assert isinstance(stopped.value.result, ImportResult)
     assert stopped.value.result.conversations_imported == 10
     assert Conversation.objects.count() == 10
+
+
+@background
+def test_a_cancel_that_meets_a_refusal_ends_stopped_with_the_reason(owner, tmp_path, monkeypatch):
+    job = ImportJob.objects.create(owner=owner, filename="x.json")
+    upload = tmp_path / "x.upload"
+    upload.write_bytes(b"not json")
+
+    def cancelled_then_refused(path: str) -> jobs.Upload:
+        jobs.import_job_cancel(job=job)
+        raise jobs.ImportRefused("This file is not an export.")
+
+    monkeypatch.setattr(reading, "upload_inspect", cancelled_then_refused)
+
+    jobs.import_job_run(job.pk, str(upload))
+
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.CANCELLED
+    assert job.error == "This file is not an export."
+    assert job.finished
