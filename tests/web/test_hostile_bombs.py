@@ -263,19 +263,31 @@ def listed_bomb(tmp_path: Path, *, same_name: bool) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> dict[str, Path]:
+    """Each bomb built once (writing 3 GB through deflate takes a while)."""
+    folder = tmp_path_factory.mktemp("bombs")
+    return {
+        "emoji": emoji_bomb(folder),
+        "whitespace": whitespace_bomb(folder),
+        "listed-same": listed_bomb(folder, same_name=True),
+        "listed-shards": listed_bomb(folder, same_name=False),
+    }
+
+
 # --- Tests ------------------------------------------------------------------------------
 
 
 def test_every_bomb_is_refused_at_once_by_the_deployed_limits_in_flat_memory(
-    server, owner, tmp_path
+    server, owner, tmp_path, bombs
 ):
     browser = Browser(server, owner)
     idle = warmed(server, browser)
     bombs = [
-        (emoji_bomb(tmp_path), "(CHAT_IMPORT_MAX_COMPRESSION_RATIO)"),
-        (whitespace_bomb(tmp_path), "(CHAT_IMPORT_MAX_COMPRESSION_RATIO)"),
-        (listed_bomb(tmp_path, same_name=True), "two files named"),
-        (listed_bomb(tmp_path, same_name=False), "over the data of another file"),
+        (bombs["emoji"], "(CHAT_IMPORT_MAX_COMPRESSION_RATIO)"),
+        (bombs["whitespace"], "(CHAT_IMPORT_MAX_COMPRESSION_RATIO)"),
+        (bombs["listed-same"], "two files named"),
+        (bombs["listed-shards"], "over the data of another file"),
     ]
     for path, reason in bombs:
         assert path.stat().st_size < 3 * MIB, path  # small uploads, all of them
@@ -294,14 +306,14 @@ def test_every_bomb_is_refused_at_once_by_the_deployed_limits_in_flat_memory(
     assert not list((tmp_path / "uploads").iterdir())  # and none was kept
 
 
-def test_bombs_read_to_the_end_past_the_zip_check_keep_memory_flat(lax_server, owner, tmp_path):
+def test_bombs_read_to_the_end_past_the_zip_check_keep_memory_flat(lax_server, owner, bombs):
     """With the compression-ratio check out of the way, the reader itself is measured: the
     1 GB string is skipped without being held (over CHAT_IMPORT_MAX_CONVERSATION_BYTES), and
     2 GiB of whitespace is skipped at the speed of reading it."""
     browser = Browser(lax_server, owner)
     idle = warmed(lax_server, browser)
 
-    bomb = emoji_bomb(tmp_path)
+    bomb = bombs["emoji"]
     before = lax_server.cpu()
     response, _ = browser.upload(bomb)
     assert response.status_code == 302, response.text[:500]
@@ -314,7 +326,7 @@ def test_bombs_read_to_the_end_past_the_zip_check_keep_memory_flat(lax_server, o
     print(f"emoji read: {lax_server.cpu() - before:.1f} s CPU, peak +{emoji_peak / MIB:.0f} MiB")
     assert emoji_peak < RSS_BOUND, emoji_peak
 
-    bomb = whitespace_bomb(tmp_path)
+    bomb = bombs["whitespace"]
     before = lax_server.cpu()
     response, _ = browser.upload(bomb)
     assert response.status_code == 302, response.text[:500]
