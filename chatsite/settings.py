@@ -336,6 +336,10 @@ CHAT_IMPORT_MAX_CONVERSATION_BYTES = env.int(
 )
 CHAT_IMPORT_MAX_MESSAGE_BYTES = env.int("CHAT_IMPORT_MAX_MESSAGE_BYTES", default=16 * 1024 * 1024)
 CHAT_IMPORT_MAX_STRING_BYTES = env.int("CHAT_IMPORT_MAX_STRING_BYTES", default=8 * 1024 * 1024)
+# Where uploads wait while they are imported (empty: a folder of the temp folder named after
+# the project's path). Start-up removes what a dead process left there, so it must be this
+# installation's alone: two checkouts on one machine must not share it.
+CHAT_IMPORT_TEMP_DIR = env.str("CHAT_IMPORT_TEMP_DIR", default="")
 
 # --- Logging ------------------------------------------------------------------
 CHAT_LOG_FILE = Path(env.str("CHAT_LOG_FILE", default=str(BASE_DIR / "logs" / "chat.log")))

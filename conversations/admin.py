@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -25,6 +26,7 @@ from django.utils.text import Truncator, smart_split, unescape_string_literal
 from conversations.chat import limits
 from conversations.forms import AdminImportForm
 from conversations.models import Conversation, ImportJob, Message, UserLimits
+from conversations.params import parse_ids
 from conversations.transfer import jobs
 from conversations.web import transfer as web_transfer
 
@@ -231,6 +233,28 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         }
         return TemplateResponse(request, "admin/conversations/import_job.html", context)
 
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        """Refuse a selection that is not all ids before any action (an export) runs.
+
+        Django filters by the posted `_selected_action` values as they come: "abc" or a NUL
+        raises ValueError (a 500), and a 20-digit id reaches the database only once the
+        download is streaming (OverflowError on SQLite, mid-download). The admin's own
+        message and redirect say what was wrong instead.
+        """
+        if request.method == "POST" and "_select_across" not in request.POST:
+            selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+            if parse_ids(selected) is None:
+                self.message_user(
+                    request,
+                    "The selection is not a list of conversation ids; nothing was done. "
+                    "Select the conversations again.",
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, *args, **kwargs)
+
     def _export(
         self, request: HttpRequest, queryset: QuerySet[Conversation], fmt: str
     ) -> StreamingHttpResponse:
@@ -255,6 +279,63 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         self, request: HttpRequest, queryset: QuerySet[Conversation]
     ) -> StreamingHttpResponse:
         return self._export(request, queryset, "markdown")
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin[ImportJob]):
+    """Every user's imports; a running one can be cancelled (an action)."""
+
+    list_display = ["filename", "owner", "status", "conversations_imported", "percent", "created"]
+    list_filter = ["status", "created"]
+    list_select_related = ["owner"]
+    search_fields = ["filename", "owner__username"]
+    ordering = ["-created", "-id"]
+    actions = ["cancel"]
+    readonly_fields = (
+        "owner",
+        "requested_by",
+        "filename",
+        "source",
+        "status",
+        "error",
+        "conversations_imported",
+        "messages_imported",
+        "conversations_skipped",
+        "duplicates",
+        "bytes_read",
+        "bytes_total",
+        "created",
+        "updated",
+    )
+    fields = readonly_fields
+    exclude = ["report"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ImportJob]:
+        return super().get_queryset(request).defer("report")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # imports start from an upload (Conversations → Import)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="read")
+    def percent(self, job: ImportJob) -> str:
+        return f"{job.percent}%"
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.change_importjob")
+
+    @admin.action(description="Cancel selected imports", permissions=["cancel"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[ImportJob]) -> None:
+        cancelled = sum(
+            jobs.import_job_cancel(job=job) for job in queryset.select_related(None).only("pk")
+        )
+        left = queryset.count() - cancelled
+        text = f"Cancelled {cancelled} import{'' if cancelled == 1 else 's'}."
+        if left:
+            text += f" {left} had already ended."
+        self.message_user(request, text, messages.SUCCESS if cancelled else messages.WARNING)
 
 
 @admin.register(Message)

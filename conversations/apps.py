@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 
 from django.apps import AppConfig
+from django.core.signals import request_started
 
 
 class ConversationsConfig(AppConfig):
@@ -15,8 +16,12 @@ class ConversationsConfig(AppConfig):
         from . import checks  # noqa: F401 (registers the system checks)
         from .chat import titles
         from .generation import lifecycle
+        from .transfer import jobs
 
         # A reply that ends complete gets its conversation an automatic title.
         lifecycle.on_complete(titles.schedule_for)
         # Replies still being written when the process exits are saved as interrupted.
         atexit.register(lifecycle.interrupt_live_at_exit)
+        # A process's first request ends the imports a dead process left and removes their
+        # uploads (not in ready(): no database here, and management commands need none).
+        request_started.connect(jobs.import_startup_sweep, dispatch_uid="import_startup_sweep")

@@ -160,6 +160,8 @@ class ImportJob(models.Model):
         RUNNING = "running", "Importing"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        # Asked to stop (by its owner or staff); `error` says how far it got once it has.
+        CANCELLED = "cancelled", "Cancelled"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="import_jobs"
@@ -200,8 +202,20 @@ class ImportJob(models.Model):
         return reverse("import_job", args=[self.pk])
 
     @property
+    def stopping(self) -> bool:
+        """Cancelled, and its worker has not yet said where it stopped."""
+        return self.status == self.Status.CANCELLED and not self.error
+
+    @property
     def finished(self) -> bool:
+        if self.status == self.Status.CANCELLED:
+            return not self.stopping
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def active(self) -> bool:
+        """Queued, running or still stopping: what counts as the owner's one import."""
+        return not self.finished
 
     @property
     def percent(self) -> int:

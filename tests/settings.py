@@ -98,6 +98,9 @@ PINNED = {
     "CHAT_IMPORT_MAX_CONVERSATION_BYTES": str(32 * 1024 * 1024),
     "CHAT_IMPORT_MAX_MESSAGE_BYTES": str(16 * 1024 * 1024),
     "CHAT_IMPORT_MAX_STRING_BYTES": str(8 * 1024 * 1024),
+    # The default: a folder of this checkout's own. Tests of the start-up sweep give
+    # themselves a folder each (settings.CHAT_IMPORT_TEMP_DIR = tmp_path).
+    "CHAT_IMPORT_TEMP_DIR": "",
     # Beside the chat log (in this run's temporary folder).
     "CHAT_ERROR_LOG_FILE": "",
 }

@@ -542,3 +542,91 @@ def test_limits_set_in_the_admin_are_the_users_own_and_shown(staff_client, owner
     assert "<tr><th>Tokens per day</th><td>no limit</td>" in html  # 0: none
     listing = staff_client.get(reverse("admin:auth_user_changelist"))
     assert "1 / 20 / no limit" in listing.content.decode()
+
+
+# --- Export actions: a bad selection is refused before anything streams (issue 11) ---
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])
+@pytest.mark.parametrize(
+    "bad",
+    ["abc", "1\x00", "9" * 20, "-1", "", " 1"],
+    ids=["letters", "nul", "twenty-digits", "negative", "empty", "space"],
+)
+def test_an_export_of_a_selection_that_is_not_ids_is_refused_with_the_admins_message(
+    staff_client, thread, fmt, bad
+):
+    conversation, _ = thread
+    response = staff_client.post(
+        reverse(CHANGELIST),
+        {"action": f"export_{fmt}", "_selected_action": [str(conversation.pk), bad]},
+    )
+
+    assert not isinstance(response, StreamingHttpResponse)
+    assert response.status_code == 302
+    assert response["Location"] == reverse(CHANGELIST)
+    page = staff_client.get(response["Location"])
+    assert "The selection is not a list of conversation ids; nothing was done." in (
+        page.content.decode()
+    )
+
+
+@pytest.mark.django_db
+def test_an_export_of_good_ids_still_streams_after_the_check(staff_client, thread):
+    conversation, _ = thread
+    response = export(staff_client, "json", [conversation])
+    assert isinstance(response, StreamingHttpResponse)
+    assert json.loads(body(response))["conversations"][0]["title"] == "Soup recipes"
+
+
+@pytest.mark.django_db
+def test_an_export_of_an_eighteen_digit_id_that_does_not_exist_is_an_empty_download(
+    staff_client, thread
+):
+    response = staff_client.post(
+        reverse(CHANGELIST), {"action": "export_csv", "_selected_action": ["9" * 18]}
+    )
+    # An id that fits the database but names nothing: an export of nothing, the header row.
+    assert isinstance(response, StreamingHttpResponse)
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(body(response))))
+    assert len(rows) == 1
+
+
+# --- Import jobs: staff cancel any user's running import -------------------------------
+
+
+@pytest.mark.django_db
+def test_staff_cancel_a_users_running_import_from_the_admin(staff_client, owner, stranger):
+    from conversations.models import ImportJob
+
+    running = ImportJob.objects.create(
+        owner=owner, filename="big.zip", status=ImportJob.Status.RUNNING
+    )
+    done = ImportJob.objects.create(owner=stranger, filename="old.zip", status="done")
+
+    response = staff_client.post(
+        reverse("admin:conversations_importjob_changelist"),
+        {"action": "cancel", "_selected_action": [running.pk, done.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Cancelled 1 import. 1 had already ended." in response.content.decode()
+    running.refresh_from_db()
+    done.refresh_from_db()
+    assert running.status == ImportJob.Status.CANCELLED
+    assert done.status == ImportJob.Status.DONE
+
+
+@pytest.mark.django_db
+def test_the_import_job_list_shows_every_users_jobs_to_staff_only(
+    staff_client, owner_client, owner
+):
+    from conversations.models import ImportJob
+
+    ImportJob.objects.create(owner=owner, filename="mine.zip", status=ImportJob.Status.RUNNING)
+    url = reverse("admin:conversations_importjob_changelist")
+    assert "mine.zip" in staff_client.get(url).content.decode()
+    assert owner_client.get(url).status_code == 302  # to the admin's login

@@ -301,7 +301,7 @@ def conversations_import_json(*, data: Any, owner: User | None = None) -> Import
     `data` is the export: a binary file to stream it from, its JSON text (str or bytes),
     or a parsed dict. Raises ImportFormatError when it is not a chatsite export. It reads
     through `document_import`, as the upload page and `import_conversations` do (they
-    go through `jobs.file_import`, which also reads ChatGPT's exports).
+    go through `reading.file_import`, which also reads ChatGPT's exports).
 
     Each conversation goes to `owner` if given, else to the user with the username it was
     exported with (an unknown username makes the entry invalid). Titles, settings, every

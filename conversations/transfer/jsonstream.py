@@ -33,6 +33,8 @@ CHUNK_SIZE = 256 * 1024
 # One value (one conversation) larger than this (bytes of the file) is skipped, not held.
 MAX_VALUE_BYTES = 32 * 1024 * 1024
 WHITESPACE = " \t\n\r"
+_SIGNIFICANT = re.compile(r"[^ \t\n\r]")
+_WHITESPACE_BYTES = WHITESPACE.encode()
 # Errors raised within this many characters of the buffer's end may just mean "truncated".
 _TAIL = 32
 
@@ -139,6 +141,7 @@ class JSONStream:
         self._buf = ""
         self._pos = 0
         self._eof = False
+        self._blank: str | None = None  # the last chunk's text, if it was only whitespace
         self.bytes_read = 0
         self._json = json.JSONDecoder()
 
@@ -160,26 +163,35 @@ class JSONStream:
             ) from exc
         if not raw:
             self._eof = True
+        # Whitespace only (told from the bytes, ten times faster than searching the text):
+        # `_peek` then skips the chunk whole.
+        self._blank = text if raw and not raw.translate(None, _WHITESPACE_BYTES) else None
         return text, len(raw)
 
     def _fill(self) -> bool:
         """Read more text into the buffer; False at the end of the file."""
         if self._eof:
             return False
+        rest = self._buf[self._pos :]
         text, size = self._read()
-        self._buf = self._buf[self._pos :] + text
+        self._buf = rest + text if rest else text
         self._pos = 0
         return bool(size)
 
     def _peek(self) -> str:
-        """The next character that is not whitespace ("" at the end), without consuming it."""
+        """The next character that is not whitespace ("" at the end), without consuming it.
+
+        Found with a regex, not a loop over characters, and a chunk of whitespace only is
+        skipped whole: a file of gigabytes of spaces (a whitespace bomb) is then skipped at
+        the speed of unzipping it, not 50 times slower.
+        """
         while True:
-            buf, pos = self._buf, self._pos
-            while pos < len(buf) and buf[pos] in WHITESPACE:
-                pos += 1
-            self._pos = pos
-            if pos < len(buf):
-                return buf[pos]
+            if self._pos or self._buf is not self._blank:
+                found = _SIGNIFICANT.search(self._buf, self._pos)
+                if found is not None:
+                    self._pos = found.start()
+                    return self._buf[self._pos]
+            self._pos = len(self._buf)
             if not self._fill():
                 return ""
 

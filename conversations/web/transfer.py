@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from conversations.chat import selectors
 from conversations.forms import ImportForm
-from conversations.models import Conversation
+from conversations.models import Conversation, ImportJob
 from conversations.transfer import jobs
 from conversations.transfer import selectors as transfer_selectors
 from conversations.transfer.export import EXPORT_FORMATS, FILENAME_PREFIX, export_filename
@@ -55,6 +55,7 @@ def import_page(request: Request) -> HttpResponse:
     """Upload an export (ChatGPT's or chatsite's); it is imported in the background."""
     form = ImportForm()
     status = 200
+    busy: ImportJob | None = None
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES)
         if form.is_valid():
@@ -62,25 +63,39 @@ def import_page(request: Request) -> HttpResponse:
                 job = jobs.import_job_create(
                     owner=request.user, upload=form.cleaned_data["file"], requested_by=request.user
                 )
+            except jobs.ImportBusy as exc:
+                form.add_error("file", str(exc))
+                busy = exc.job
             except jobs.ImportRefused as exc:
                 form.add_error("file", str(exc))
             else:
                 return redirect(job)
         status = 413 if form.has_error("file", code="too_big") else 422
+        if busy is not None:
+            status = 409  # the file may be fine: it conflicts with the running import
     jobs.import_jobs_expire(owner=request.user)
     context = {
         "form": form,
+        "busy": busy,
         "jobs": transfer_selectors.import_jobs_recent(user=request.user),
         "max_bytes": settings.CHAT_IMPORT_MAX_BYTES,
     }
     return render(request, IMPORT_TEMPLATE, context, status=status)
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 def import_job(request: Request, job_id: int) -> HttpResponse:
-    """An import's progress, then its report. htmx polls the `job` fragment every second."""
+    """An import's progress, then its report. htmx polls the `job` fragment every second.
+
+    A POST cancels it (the page's Cancel button, a plain form: no JavaScript needed).
+    """
     jobs.import_jobs_expire(owner=request.user)
     job = transfer_selectors.import_job_get(user=request.user, job_id=job_id)
+    if request.method == "POST":
+        jobs.import_job_cancel(job=job)
+        job.refresh_from_db()
+        if not request.htmx:
+            return redirect(job)
     if request.htmx:
         return render(request, f"{IMPORT_TEMPLATE}#job", {"job": job})
     return render(request, IMPORT_TEMPLATE, {"job": job})

@@ -99,5 +99,5 @@ def test_other_bad_requests_are_not_repeated(fake_openai):
 
 def test_a_malformed_base_url_is_explained(settings):
     settings.OPENAI_BASE_URL = "http://127.0.0.1:abc/v1"
-    with pytest.raises(NotConfigured, match="OPENAI_BASE_URL is not a valid URL"):
+    with pytest.raises(NotConfigured, match="model server address is not a valid URL"):
         asyncio.run(_collect(messages=[{"role": "user", "content": "hi"}], model="m"))

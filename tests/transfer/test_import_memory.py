@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from conversations.models import Conversation
-from conversations.transfer import jobs
+from conversations.transfer import jobs, reading
 from conversations.transfer.chatsite import conversations_import_json
 from tests.support.chatgpt_export import dumps, simple
 
@@ -178,14 +178,14 @@ def test_reading_past_the_total_stops_the_import_with_a_reason(
     path = tmp_path / "conversations.json"
     data = dumps(conversations)
     path.write_bytes(data)
-    inspect = jobs.upload_inspect
+    inspect = reading.upload_inspect
 
     def inspected_then_lower(p: str) -> jobs.Upload:
         upload = inspect(p)
         settings.CHAT_IMPORT_MAX_UNCOMPRESSED_BYTES = len(data) // 2
         return upload
 
-    monkeypatch.setattr(jobs, "upload_inspect", inspected_then_lower)
+    monkeypatch.setattr(reading, "upload_inspect", inspected_then_lower)
 
     with pytest.raises(jobs.ImportRefused, match="holds more than"):
         jobs.file_import(path=str(path), owner=owner)

@@ -94,3 +94,69 @@ def test_an_ordinary_export_zip_passes_the_checks(tmp_path, owner):
     _, result = jobs.file_import(path=str(path), owner=owner)
 
     assert result.conversations_imported == 1
+
+
+def one_member_listed(times: int, data: bytes) -> bytes:
+    """A zip holding `data` once, listed `times` times in its directory under the names of
+    shards (conversations-000.json, -001.json, …): a small zip read `times` times over."""
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("conversations-000.json", data)
+    raw = buffer.getvalue()
+    eocd = raw.rindex(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<II", raw[eocd + 12 : eocd + 20])
+    record = raw[cd_offset : cd_offset + cd_size]
+    records = b"".join(
+        record.replace(b"conversations-000.json", f"conversations-{i:03d}.json".encode())
+        for i in range(times)
+    )
+    end = bytearray(raw[eocd:])
+    struct.pack_into("<HHII", end, 8, times, times, len(records), cd_offset)
+    return raw[:cd_offset] + records + bytes(end)
+
+
+def test_a_zip_listing_one_members_data_under_many_names_is_refused(tmp_path, owner):
+    path = tmp_path / "listed.zip"
+    path.write_bytes(one_member_listed(100, dumps([simple(f"C{i}") for i in range(50)])))
+    with zipfile.ZipFile(path) as archive:  # a zip Python reads, with 100 shards
+        assert len(archive.namelist()) == 100
+
+    with pytest.raises(jobs.ImportRefused, match="over the data of another file"):
+        jobs.upload_inspect(str(path))
+    with pytest.raises(jobs.ImportRefused, match="over the data of another file"):
+        jobs.file_import(path=str(path), owner=owner)
+    assert not Conversation.objects.exists()
+
+
+def test_a_file_of_hundreds_of_megabytes_of_whitespace_is_read_in_seconds(tmp_path, owner):
+    """Whitespace is skipped by a regex, not a loop over characters (which took ~20 s)."""
+    import time
+
+    path = tmp_path / "conversations.json"
+    spaces = b" \n\t\r" * (256 * 1024)
+    with open(path, "wb") as f:
+        f.write(b"[")
+        for _ in range(200):  # 200 MiB
+            f.write(spaces)
+        f.write(dumps([simple("After the spaces")])[1:])
+
+    began = time.process_time()
+    _, result = jobs.file_import(path=str(path), owner=owner)
+    took = time.process_time() - began
+
+    assert result.conversations_imported == 1
+    assert took < 6, took
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 7, 64])
+def test_whitespace_chunks_skipped_whole_lose_nothing_around_them(chunk_size):
+    import io
+
+    from conversations.transfer.jsonstream import JSONStream
+
+    text = '[    1 ,\t\t\t\t2,  "a    b"  \r\n\r\n , {"k" :    [ ]}    ,"    "    ]    '
+    stream = JSONStream(io.BytesIO(text.encode()), chunk_size=chunk_size)
+    assert list(stream.array_items()) == [1, 2, "a    b", {"k": []}, "    "]

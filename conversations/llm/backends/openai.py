@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -33,6 +34,12 @@ from ..base import (
     strip_nul,
 )
 
+# Addresses in a provider's words: a URL, or a host (or IPv4 address) with a port.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+_HOST_PORT = re.compile(
+    r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|(?:[a-z0-9-]+\.)+[a-z]{2,}):\d{1,5}\b", re.I
+)
+
 # What local servers get as a key: they ignore it, but the SDK insists on one.
 _PLACEHOLDER_KEY = "not-needed"
 
@@ -48,11 +55,20 @@ def server_label() -> str:
 
 
 def redact(text: str) -> str:
-    """Remove the API key from text that came from outside (a provider may echo it)."""
+    """Remove the API key and any address from text that came from outside (a provider may
+    echo the key, or name the host it could not reach): it is shown to users."""
     key = settings.OPENAI_API_KEY
     if key and len(key) >= 8:
         text = text.replace(key, "***")
-    return text
+    base = settings.OPENAI_BASE_URL
+    if base:
+        text = text.replace(base.rstrip("/"), "[the model server]")
+        with contextlib.suppress(httpx2.InvalidURL, TypeError, ValueError):
+            host = httpx2.URL(base).host
+            if host:
+                text = re.sub(rf"{re.escape(host)}(:\d+)?", "[the model server]", text)
+    text = _URL.sub("[an address]", text)
+    return _HOST_PORT.sub("[an address]", text)
 
 
 # One HTTP connection pool per event loop: an async client is bound to the loop that
@@ -102,9 +118,11 @@ def translate(exc: BaseException, *, model: str) -> LLMError:
             f"The model server took too long to answer (more than {settings.OPENAI_TIMEOUT:g} s)."
         )
     if isinstance(exc, openai.APIConnectionError):
+        # Message texts are shown to the user who chatted: never the server's address (it
+        # can name internal hosts); staff see it on the page's model line.
         return Unreachable(
-            f"Cannot reach the model server at {server_label()}. Is it running, and is "
-            "OPENAI_BASE_URL right?"
+            "Cannot reach the model server. Is it running, and is the site's model server "
+            "setting right? (The staff of this site can see which server it is.)"
         )
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         # The provider's text may echo part of the key: never pass it on.
@@ -116,8 +134,8 @@ def translate(exc: BaseException, *, model: str) -> LLMError:
         )
     if isinstance(exc, openai.NotFoundError):
         return ModelNotFound(
-            f"The model “{model}” was not found on the model server at {server_label()}. "
-            "Check OPENAI_MODEL or the conversation's model."
+            f"The model “{model}” was not found on the model server. "
+            "Choose another model in the conversation's settings."
         )
     if isinstance(exc, openai.InternalServerError):
         return ServerError(
@@ -212,7 +230,8 @@ async def stream_chat(
         client = _client()
     except (httpx2.InvalidURL, ValueError) as exc:
         raise NotConfigured(
-            f"OPENAI_BASE_URL is not a valid URL ({exc}). Fix it in .env and restart the server."
+            "The site's model server address is not a valid URL: the staff of this site "
+            "must fix it and restart the server."
         ) from exc
     request: dict[str, Any] = {
         "model": model,
