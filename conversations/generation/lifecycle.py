@@ -17,13 +17,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 from django.conf import settings
-from django.db import DataError, close_old_connections, connection, transaction
+from django.db import DataError, close_old_connections, transaction
 from django.utils import timezone
 
 from conversations import chatlog
 from conversations.generation import context as gen_context
 from conversations.generation import journal
-from conversations.generation.runner import LiveReply, on_db_thread, runner
+from conversations.generation.runner import LiveReply, on_db_thread, release_connection, runner
 from conversations.llm import registry as llm
 from conversations.llm.base import LLMError
 from conversations.models import Conversation, Message
@@ -159,8 +159,10 @@ def start_sweeping() -> None:
 
 @on_db_thread
 def _sweep() -> None:
-    close_old_connections()
-    replies_interrupt_stale()
+    try:
+        replies_interrupt_stale()
+    finally:
+        release_connection()
 
 
 # --- Generation (runs on the runner's loop; database work on its DB thread) ----------
@@ -181,7 +183,6 @@ class Progress:
 
 @on_db_thread
 def _load(message_id: int) -> tuple[Message, list[dict[str, str]]]:
-    close_old_connections()
     reply = Message.objects.select_related("conversation__owner").get(pk=message_id)
     context = gen_context.reply_context(reply=reply)
     if context.omitted != reply.omitted:
@@ -222,8 +223,7 @@ def _finish(message_id: int, progress: Progress, status: str, error: str, total_
     try:
         record_end(message_id, progress, status, error, total_ms)
     finally:
-        # The DB thread serves every generation: hold no connection between them.
-        connection.close()
+        release_connection()
 
 
 def record_end(message_id: int, progress: Progress, status: str, error: str, total_ms: int) -> None:

@@ -272,6 +272,18 @@ class Runner:
 runner = Runner()
 
 
+def release_connection() -> None:
+    """After a unit of work on a DB thread: keep an SQLite connection, close any other.
+
+    Opening an SQLite connection (Django registers its SQL functions on each) costs more
+    than the queries of a short reply, and there is one DB thread to keep it. A server
+    database's connections are closed: its several DB threads would otherwise hold them
+    idle between replies, and a database cannot be dropped while they are open.
+    """
+    if connection.vendor != "sqlite":
+        connection.close()
+
+
 def on_db_thread(fn: Callable[P, T]) -> Callable[P, T]:
     """For work on the runner's DB thread: after a database error, drop the connection.
 

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 from django.conf import settings
@@ -73,17 +74,22 @@ def redact(text: str) -> str:
 
 # One HTTP connection pool per event loop: an async client is bound to the loop that
 # created it, and building one (SSL context) is too slow to do per request.
-_http_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
+_http_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, httpx2.AsyncClient]
+] = weakref.WeakKeyDictionary()
 
 
 def _http_client() -> httpx2.AsyncClient:
-    loop = asyncio.get_running_loop()
-    client = _http_clients.get(loop)
+    # The SDK's aiohttp transport: its C parser reads a streamed reply for about half the
+    # CPU of httpx's pure-Python stack (bench/stream_bench.py). aiohttp refuses a URL with
+    # credentials beside the SDK's Authorization header: httpx takes those.
+    url = httpx2.URL(settings.OPENAI_BASE_URL or "https://api.openai.com/v1")
+    kind = "httpx" if url.userinfo else "aiohttp"
+    clients = _http_clients.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(kind)
     if client is None or client.is_closed:
-        client = openai.DefaultAsyncHttpxClient()
-        _http_clients[loop] = client
+        client = openai.DefaultAsyncHttpxClient() if url.userinfo else openai.DefaultAioHttpClient()
+        clients[kind] = client
     return client
 
 
@@ -109,11 +115,27 @@ def _provider_detail(exc: openai.APIStatusError) -> str:
     return redact(" ".join(message.split()))[:300]
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the server could not be reached at all (refused, no route, bad name).
+
+    The SDK's aiohttp transport reports that as a connect *timeout*: the aiohttp error
+    it comes from says what it was.
+    """
+    cause: BaseException | None = exc
+    for _ in range(8):  # a chain, not a cycle
+        if cause is None:
+            break
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def translate(exc: BaseException, *, model: str) -> LLMError:
     """Map an SDK or transport exception to the project's own, with a readable message."""
     if isinstance(exc, LLMError):
         return exc
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException) and not _refused(exc):
         return TimedOut(
             f"The model server took too long to answer (more than {settings.OPENAI_TIMEOUT:g} s)."
         )
@@ -288,7 +310,9 @@ async def stream_chat(
                     if text or finish_reason:
                         yield Chunk(text=text, model=model_name, finish_reason=finish_reason)
     except (openai.OpenAIError, httpx2.HTTPError) as exc:
-        timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException)
+        timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException) and not (
+            _refused(exc)
+        )
         broken = isinstance(exc, openai.APIConnectionError | httpx2.TransportError)
         if streaming and broken and not timed_out:
             # The server answered, then the connection died mid-reply.
