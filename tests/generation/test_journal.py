@@ -13,22 +13,13 @@ import redis
 from conversations.generation import journal
 from conversations.generation.journal import Entry, JournalWriter, MemoryJournal, RedisJournal
 from conversations.models import Message
+from tests.support.engines import REDIS_URL, redis_up
 from tests.support.fake_openai import Reply
 from tests.support.helpers import finished, last_reply, send
 from tests.support.sse import read_stream
 
-REDIS_URL = os.environ.get("CHATSITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
 needs_redis = pytest.mark.skipif(
-    not _redis_up() and os.environ.get("CI") != "true", reason=f"needs Redis at {REDIS_URL}"
+    not redis_up() and os.environ.get("CI") != "true", reason=f"needs Redis at {REDIS_URL}"
 )
 
 
@@ -36,7 +27,7 @@ needs_redis = pytest.mark.skipif(
 def any_journal(request, settings) -> MemoryJournal | RedisJournal:
     if request.param == "memory":
         return MemoryJournal()
-    if not _redis_up():
+    if not redis_up():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI runs the journal tests with Redis at {REDIS_URL}")
         pytest.skip(f"needs Redis at {REDIS_URL}")
@@ -117,7 +108,7 @@ def test_an_ended_replys_stream_expires_and_is_capped():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_reply_streams_through_redis(asgi_server, owner_client, fake_openai, settings):
-    if not _redis_up():
+    if not redis_up():
         pytest.skip(f"needs Redis at {REDIS_URL}")
     settings.REDIS_URL = REDIS_URL
     tokens = [f"r{i} " for i in range(10)]

@@ -24,22 +24,12 @@ import pytest
 from django.db import connection
 
 from conversations.models import Message
+from tests.support.engines import REDIS_URL, redis_up
 from tests.support.fake_openai import Reply
 from tests.support.sse import events
 
 PROJECT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("CHATSITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _redis_up() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture
@@ -47,7 +37,7 @@ def engines() -> None:
     missing = []
     if connection.vendor != "postgresql":
         missing.append("PostgreSQL (DATABASE_URL)")
-    if not _redis_up():
+    if not redis_up():
         missing.append(f"Redis at {REDIS_URL}")
     if missing:
         reason = "needs " + " and ".join(missing)
