@@ -8,6 +8,7 @@ The only module that imports `openai`. Every SDK or transport failure becomes an
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import re
@@ -77,6 +78,17 @@ def redact(text: str) -> str:
 _http_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, httpx2.AsyncClient]
 ] = weakref.WeakKeyDictionary()
+
+
+@atexit.register
+def _close_http_clients() -> None:
+    # aiohttp complains of sessions left open; those of loops still running close here.
+    for loop, clients in list(_http_clients.items()):
+        if loop.is_closed() or not loop.is_running():
+            continue
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(1)
 
 
 def _http_client() -> httpx2.AsyncClient:
