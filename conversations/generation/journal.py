@@ -280,11 +280,13 @@ class JournalWriter:
 
     The first text after a pause goes out at once (the time to first token); what comes
     within the next COALESCE_SECONDS is sent as one entry, so a model that answers in a
-    burst costs a few events, not one per token. A journal that fails is logged and
-    skipped: watchers then read the database, and the reply goes on.
+    burst costs a few events, not one per token, and a fast one costs every watcher
+    about 30 wake-ups a second (smooth to the eye) rather than one per token. The end is
+    sent at once. A journal that fails is logged and skipped: watchers then read the
+    database, and the reply goes on.
     """
 
-    COALESCE_SECONDS = 0.005
+    COALESCE_SECONDS = 0.03
 
     def __init__(self, journal: MemoryJournal | RedisJournal, reply_id: int) -> None:
         self._journal = journal
@@ -293,6 +295,7 @@ class JournalWriter:
         self._text: list[str] = []
         self._pending: list[Entry] = []
         self._ended = False
+        self._end_seen = asyncio.Event()
         self._broken = False
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._send())
@@ -312,6 +315,7 @@ class JournalWriter:
         self._take_text()
         self._pending.append(Entry("end", self._length, status=status))
         self._ended = True
+        self._end_seen.set()
         self._wake.set()
         with contextlib.suppress(Exception):
             await asyncio.shield(self._task)
@@ -340,4 +344,6 @@ class JournalWriter:
                     )
             if self._ended and not self._pending and not self._text:
                 return
-            await asyncio.sleep(self.COALESCE_SECONDS)
+            # Gather what comes next into one entry, unless the end comes first.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._end_seen.wait(), self.COALESCE_SECONDS)
