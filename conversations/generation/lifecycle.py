@@ -323,7 +323,6 @@ async def _generate(live: LiveReply) -> None:
                 if chunk.model:
                     progress.model = chunk.model
                 if chunk.phase:
-                    live.update(phase=chunk.phase, ahead=chunk.ahead)
                     writer.phase(chunk.phase, chunk.ahead)
                 if chunk.finish_reason:
                     progress.finish_reason = chunk.finish_reason

@@ -30,52 +30,34 @@ class Snapshot:
     text: str
     status: str
     done: bool
-    version: int
-    # What a reply with no text yet waits for: "", "queued" or "loading" (the model).
-    phase: str = ""
-    ahead: int = 0
 
 
 class LiveReply:
-    """The in-memory state of a reply being generated, shared by the generator and its watchers."""
+    """The in-memory state of a reply being generated here: for Stop, and for whoever
+    waits in this process for its end (watchers follow its journal instead)."""
 
     def __init__(self, message_id: int) -> None:
         self.message_id = message_id
         self._text = ""
         self._status = "pending"
         self._done = False
-        self._version = 0
-        self._phase = ""
-        self._ahead = 0
         # Set by Stop: a generation that had not begun yet ends as stopped at once.
         self.stop_requested = False
         self._cond = threading.Condition()
 
     def snapshot(self) -> Snapshot:
         with self._cond:
-            return Snapshot(
-                self._text, self._status, self._done, self._version, self._phase, self._ahead
-            )
+            return Snapshot(self._text, self._status, self._done)
 
     def update(
-        self,
-        *,
-        text: str | None = None,
-        status: str | None = None,
-        done: bool = False,
-        phase: str | None = None,
-        ahead: int = 0,
+        self, *, text: str | None = None, status: str | None = None, done: bool = False
     ) -> None:
         with self._cond:
-            if phase is not None:
-                self._phase, self._ahead = phase, ahead
             if text is not None:
                 self._text = text
-                self._phase = ""
             if status is not None:
                 self._status = status
             self._done = self._done or done
-            self._version += 1
             if done:
                 self._cond.notify_all()
 
