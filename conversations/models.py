@@ -1,12 +1,16 @@
 """The tables: Conversation, Message (a tree per conversation, with status, finish reason,
-tokens and timings), ImportJob and UserLimits (a user's own limits on generations).
+tokens and timings), Attachment (an image or document sent with a message) and its
+AttachmentChunk passages, ImportJob and UserLimits (a user's own limits on generations).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from django.conf import settings
+from django.core.files.storage import Storage, default_storage, storages
 from django.db import models
 from django.urls import reverse
 
@@ -150,6 +154,87 @@ class Message(models.Model):
         if self.prompt_tokens is None and self.completion_tokens is None:
             return None
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+def attachment_storage() -> Storage:
+    """STORAGES["attachments"] when configured (S3-compatible, say), else the default."""
+    if "attachments" in settings.STORAGES:
+        return storages["attachments"]
+    return default_storage
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    # A random name: the user's file name is kept in `name`, never in a path.
+    suffix = PurePosixPath(filename).suffix.lower()[:10]
+    return f"attachments/{instance.owner_id}/{uuid.uuid4().hex}{suffix}"
+
+
+class Attachment(models.Model):
+    """An image or a document sent with a user message; its bytes live in storage.
+
+    Images are stored re-encoded (no metadata, scaled down); documents keep their bytes
+    and the text extracted once at upload (`text`, split into `chunks` for retrieval).
+    Served only through an owner-checked view, never from a public URL.
+    """
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Image"
+        DOCUMENT = "document", "Document"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
+    )
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="attachments"
+    )
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    file = models.FileField(upload_to=attachment_path, storage=attachment_storage, max_length=300)
+    # The name the user gave the file (shown, exported); never used in a storage path.
+    name = models.CharField(max_length=255)
+    # What the content is (recognised from the bytes, not the name): "image/png", "application/pdf"…
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField(help_text="Bytes as stored.")
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    # Alt text of an image (the file name when the user gives none).
+    caption = models.CharField(max_length=300, blank=True)
+    # A document's extracted text, and its page count where it has pages (PDF).
+    text = models.TextField(blank=True)
+    pages = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["message", "id"]
+        indexes = [models.Index(fields=["message", "id"], name="attachment_message")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} #{self.pk}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == self.Kind.IMAGE
+
+
+class AttachmentChunk(models.Model):
+    """A passage of a document's text, the unit retrieval picks when the whole is too long."""
+
+    attachment = models.ForeignKey(Attachment, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    # The pages the passage spans (PDF), None for documents without pages.
+    page_from = models.PositiveIntegerField(null=True, blank=True)
+    page_to = models.PositiveIntegerField(null=True, blank=True)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["attachment", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["attachment", "index"], name="chunk_attachment_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"Passage {self.index} of attachment {self.attachment_id}"
 
 
 class ImportJob(models.Model):
