@@ -104,6 +104,8 @@ REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="chatsite")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets page loads read while a reply is being written; IMMEDIATE avoids
     # "database is locked" on concurrent writers (the generation thread and requests).
+    # The same backend, with write transactions queued in the process (chatsite/sqlite).
+    DATABASES["default"]["ENGINE"] = "chatsite.sqlite"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",

@@ -133,7 +133,7 @@ STATIC_ROOT = _tmp / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] in ("django.db.backends.sqlite3", "chatsite.sqlite"):
     # A file, not shared-cache memory: the generation thread and the test thread each
     # hold a connection, and in-memory shared cache locks whole tables between them.
     DATABASES["default"]["TEST"] = {"NAME": str(_tmp / "test.sqlite3")}

@@ -62,7 +62,7 @@ uvicorn.run(get_asgi_application(), host="127.0.0.1", port=int(sys.argv[1]),
 def database_url() -> str:
     """The test database, as a DATABASE_URL the server process reads (SQLite or PostgreSQL)."""
     db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
+    if connection.vendor == "sqlite":
         return f"sqlite:///{db['NAME']}"
     return (
         f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:"
