@@ -134,10 +134,6 @@ class SidebarMove:
         return ConversationPage([self.conversation], None)
 
 
-def _key(conversation: Conversation, updated: datetime) -> tuple[datetime, int]:
-    return (updated, conversation.pk)
-
-
 def conversation_moved(
     *, user: User, conversation: Conversation, was: datetime | None, now: datetime | None = None
 ) -> SidebarMove:
@@ -145,31 +141,35 @@ def conversation_moved(
     has been active: one query, the other entries of the sidebar's first page."""
     today = timezone.localdate(now or timezone.now())
     limit = settings.CHAT_SIDEBAR_LIMIT
+    # Tuples, not rows: a send reads the whole first page, and builds only what changed.
     others = list(
         Conversation.objects.filter(owner=user)
         .exclude(pk=conversation.pk)
-        .only("id", "title", "updated")
-        .order_by("-updated", "-id")[:limit]
+        .order_by("-updated", "-id")
+        .values_list("id", "updated", "title")[:limit]
     )
+    titles = {pk: title for pk, _, title in others}
     # The order before: the others with the conversation at its old place, the first page.
-    before: list[tuple[Conversation, datetime]] = [(c, c.updated) for c in others]
+    before: list[tuple[int, datetime]] = [(pk, updated) for pk, updated, _ in others]
     if was is not None:
-        before.append((conversation, was))
-    before.sort(key=lambda entry: _key(*entry), reverse=True)
+        before.append((conversation.pk, was))
+    before.sort(key=lambda entry: (entry[1], entry[0]), reverse=True)
     before = before[:limit]
-    shown_before = [c for c, _ in before]
-    was_shown = any(c.pk == conversation.pk for c in shown_before)
-    old_headings = _headings([(c.pk, updated) for c, updated in before], today=today)
+    was_shown = any(pk == conversation.pk for pk, _ in before)
+    old_headings = _headings(before, today=today)
     # After: the conversation on top, the rest as they were (the page keeps them all).
-    rest = [c for c in shown_before if c.pk != conversation.pk]
-    after = [(conversation.pk, conversation.updated)] + [(c.pk, c.updated) for c in rest]
-    new_headings = _headings(after, today=today)
-    changed = [(new_headings[c.pk], c) for c in rest if new_headings[c.pk] != old_headings[c.pk]]
+    rest = [(pk, updated) for pk, updated in before if pk != conversation.pk]
+    new_headings = _headings([(conversation.pk, conversation.updated), *rest], today=today)
+    changed = [
+        (new_headings[pk], Conversation(pk=pk, owner=user, title=titles[pk], updated=updated))
+        for pk, updated in rest
+        if new_headings[pk] != old_headings[pk]
+    ]
     return SidebarMove(
         conversation=conversation,
         heading=recency_group(conversation.updated, today=today),
-        was_shown=was_shown and shown_before[0].pk != conversation.pk,
-        was_first=was_shown and shown_before[0].pk == conversation.pk,
+        was_shown=was_shown and before[0][0] != conversation.pk,
+        was_first=was_shown and before[0][0] == conversation.pk,
         empty_before=not rest,
         changed=changed,
     )
