@@ -3,6 +3,7 @@ ones) and real Word files (python-docx), so extraction reads what users upload."
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 import zlib
@@ -92,6 +93,7 @@ def million_pages(*, declared: int) -> bytes:
     )
 
 
+@functools.cache
 def flate_bomb_pdf(inflated: int) -> bytes:
     """One page whose content stream inflates to `inflated` bytes of spaces."""
     compressor = zlib.compressobj(9)
@@ -132,6 +134,7 @@ def docx_with_table(rows: list[list[str]]) -> bytes:
     return out.getvalue()
 
 
+@functools.cache
 def docx_bomb(inflated: int) -> bytes:
     """A real Word file whose word/document.xml is padded to `inflated` bytes of spaces
     (deflated: a few kilobytes per hundred megabytes)."""
