@@ -10,14 +10,10 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import pairwise
-from typing import TYPE_CHECKING
 
 from django.db import transaction
 
 from conversations.models import Attachment, AttachmentChunk
-
-if TYPE_CHECKING:
-    from conversations.attachments.documents import Document
 
 # ~300 tokens of English at about 4 characters a token; never more than ~500.
 TARGET_CHARS = 1200
@@ -97,24 +93,26 @@ def page_of(offset: int, page_starts: list[int]) -> int | None:
 
 
 @transaction.atomic
-def save_chunks(attachment: Attachment, document: Document) -> None:
-    """Write `document`'s passages as `attachment`'s AttachmentChunk rows (replacing any).
+def save_passages(
+    attachment: Attachment, text: str, *, pages: int | None, page_starts: list[int]
+) -> None:
+    """Write `text`'s passages as `attachment`'s AttachmentChunk rows (replacing any).
 
     Also records the text and page count on the attachment when it does not have them yet,
     so retrieval and the whole-text path read the same text.
     """
-    if attachment.text != document.text or attachment.pages != document.pages:
-        Attachment.objects.filter(pk=attachment.pk).update(text=document.text, pages=document.pages)
-        attachment.text, attachment.pages = document.text, document.pages
+    if attachment.text != text or attachment.pages != pages:
+        Attachment.objects.filter(pk=attachment.pk).update(text=text, pages=pages)
+        attachment.text, attachment.pages = text, pages
     AttachmentChunk.objects.filter(attachment=attachment).delete()
     rows = [
         AttachmentChunk(
             attachment=attachment,
             index=index,
-            page_from=page_of(start, document.page_starts),
-            page_to=page_of(end - 1, document.page_starts),
-            text=document.text[start:end],
+            page_from=page_of(start, page_starts),
+            page_to=page_of(end - 1, page_starts),
+            text=text[start:end],
         )
-        for index, (start, end) in enumerate(passages(document.text, document.page_starts))
+        for index, (start, end) in enumerate(passages(text, page_starts))
     ]
     AttachmentChunk.objects.bulk_create(rows, batch_size=500)

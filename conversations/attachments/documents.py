@@ -16,7 +16,8 @@ from pathlib import PurePosixPath
 from django.conf import settings
 
 from conversations.attachments import sandbox
-from conversations.attachments.chunking import save_chunks
+from conversations.attachments.chunking import save_passages
+from conversations.models import Attachment
 
 __all__ = ["Document", "DocumentRejected", "is_document", "read_document", "save_chunks"]
 
@@ -93,6 +94,12 @@ def _utf16_head_is_text(head: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return "\x00" not in piece
+
+
+def save_chunks(attachment: Attachment, document: Document) -> None:
+    """Write `document`'s passages (a few hundred tokens each, with their pages) as
+    `attachment`'s AttachmentChunk rows, replacing any; see `chunking.save_passages`."""
+    save_passages(attachment, document.text, pages=document.pages, page_starts=document.page_starts)
 
 
 def is_document(name: str, head: bytes) -> bool:
