@@ -56,7 +56,7 @@ STOP_WORDS = frozenset(
 class Source:
     attachment_id: int
     name: str
-    passages: str  # "whole", "pp. 12-13, 40", "passages 3, 7", "start (cut)"
+    passages: str  # "whole", "pp. 12-13, 40", "passages 3, 7", "start only, cut to fit"
 
     def as_json(self) -> dict[str, Any]:
         return {"attachment": self.attachment_id, "name": self.name, "passages": self.passages}
@@ -183,7 +183,7 @@ def _cut(documents: list[Attachment], budget: int, count: Callable[[str], int]) 
         length = len(_block(document, document.text))
         if position >= low:
             break
-        shown = "whole" if position + length <= low else "start only (cut to fit)"
+        shown = "whole" if position + length <= low else "start only, cut to fit"
         sources.append(Source(document.pk, document.name, shown))
         position += length + 2
     return DocumentContext(text(low), sources)

@@ -43,7 +43,7 @@ SQLITE_BACKWARD = [
 # Must match SearchVector("text", config="simple"): to_tsvector('simple'::regconfig, COALESCE(x, '')).
 POSTGRES_FORWARD = [
     """CREATE INDEX IF NOT EXISTS chunk_text_fts ON conversations_attachmentchunk
-    USING GIN (to_tsvector('simple'::regconfig, COALESCE(text, '')))""",
+    USING GIN (to_tsvector('simple'::regconfig, COALESCE("text", '')))""",
 ]
 POSTGRES_BACKWARD = [
     "DROP INDEX IF EXISTS chunk_text_fts",

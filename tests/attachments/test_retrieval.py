@@ -130,7 +130,7 @@ def test_without_retrieval_the_start_is_sent_cut_with_a_note(manual, settings):
     assert "Section 1." in found.text and FACT not in found.text
     assert count(found.text) <= 1500
     assert [(s.name, s.passages) for s in found.sources] == [
-        ("manual.pdf", "start only (cut to fit)")
+        ("manual.pdf", "start only, cut to fit")
     ]
 
 
