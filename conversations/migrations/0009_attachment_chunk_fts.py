@@ -4,13 +4,20 @@ As 0004_history_search: SQLite, an external-content FTS5 table over
 conversations_attachmentchunk kept in sync by triggers; PostgreSQL, a GIN expression index
 on exactly what `SearchVector("text", config="simple")` produces. Passages are written once
 and never updated, but an update trigger keeps the index right should one be.
+
+Message.sources: on SQLite, adding a column rebuilds conversations_message, which drops
+its full-text triggers (0004): they are created again, as 0005 does. A later migration
+that alters conversations_attachmentchunk must likewise create this one's triggers again.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from django.db import migrations, models
+
+_finish_reason = importlib.import_module("conversations.migrations.0005_message_finish_reason")
 
 SQLITE_FORWARD = [
     """CREATE VIRTUAL TABLE conversations_attachmentchunk_fts USING fts5(
@@ -73,5 +80,8 @@ class Migration(migrations.Migration):
             model_name="message",
             name="sources",
             field=models.JSONField(blank=True, default=list),
+        ),
+        migrations.RunPython(
+            _finish_reason.message_triggers, _finish_reason.message_triggers, elidable=False
         ),
     ]

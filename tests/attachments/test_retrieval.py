@@ -239,3 +239,14 @@ def test_read_document_and_passages_agree_on_pages():
     document = read_document(builders.pdf(["One.", "Two.", "Three."]), name="p.pdf")
     spans = list(passages(document.text, document.page_starts))
     assert [document.text[a:b] for a, b in spans] == ["One.", "Two.", "Three."]
+
+
+@pytest.mark.django_db
+def test_the_migrations_leave_every_full_text_trigger_in_place():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        names = {row[0] for row in cursor.fetchall()}
+    for table in ("message", "conversation", "attachmentchunk"):
+        assert {f"conversations_{table}_fts_{n}" for n in ("ai", "ad", "au")} <= names
