@@ -328,6 +328,9 @@ CHAT_DOCUMENT_MAX_MEMORY = env.int("CHAT_DOCUMENT_MAX_MEMORY", default=768 * 102
 CHAT_DOCUMENT_MAX_UNPACKED_BYTES = env.int(
     "CHAT_DOCUMENT_MAX_UNPACKED_BYTES", default=200 * 1024 * 1024
 )
+# Such child processes at once per server process (each may take the memory above); an
+# upload waits for its turn up to CHAT_DOCUMENT_MAX_SECONDS.
+CHAT_DOCUMENT_MAX_PARALLEL = env.int("CHAT_DOCUMENT_MAX_PARALLEL", default=2)
 # When a conversation's documents do not fit their share of the context, send the passages
 # most relevant to the question (full-text search); off: their start, cut with a note.
 CHAT_DOCUMENT_RETRIEVAL = env.bool("CHAT_DOCUMENT_RETRIEVAL", default=True)

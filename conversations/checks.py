@@ -72,7 +72,12 @@ def check_document_limits(app_configs: Any, **kwargs: Any) -> list[checks.CheckM
         problems.append(("CHAT_DOCUMENT_MAX_SECONDS", "at least 1 (second)"))
     if not 0 < settings.CHAT_DOCUMENT_CONTEXT_SHARE <= 1:
         problems.append(("CHAT_DOCUMENT_CONTEXT_SHARE", "a share above 0 and at most 1"))
-    for name in ("CHAT_DOCUMENT_MAX_BYTES", "CHAT_DOCUMENT_MAX_PAGES", "CHAT_DOCUMENT_MAX_CHARS"):
+    for name in (
+        "CHAT_DOCUMENT_MAX_BYTES",
+        "CHAT_DOCUMENT_MAX_PAGES",
+        "CHAT_DOCUMENT_MAX_CHARS",
+        "CHAT_DOCUMENT_MAX_PARALLEL",
+    ):
         if getattr(settings, name) < 1:
             problems.append((name, "at least 1"))
     return [

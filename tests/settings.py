@@ -108,6 +108,7 @@ PINNED = {
     "CHAT_DOCUMENT_MAX_SECONDS": "30",
     "CHAT_DOCUMENT_MAX_MEMORY": str(768 * 1024 * 1024),
     "CHAT_DOCUMENT_MAX_UNPACKED_BYTES": str(200 * 1024 * 1024),
+    "CHAT_DOCUMENT_MAX_PARALLEL": "2",
     "CHAT_DOCUMENT_RETRIEVAL": "true",
     "CHAT_DOCUMENT_CONTEXT_SHARE": "0.6",
     # Beside the chat log (in this run's temporary folder).

@@ -111,9 +111,14 @@ def read_docx(data: bytes, max_pages: int, max_chars: int, max_unpacked: int) ->
         raise Refused("malformed", repr(error)) from None
     if WORD_DOCUMENT not in {m.filename for m in members}:
         raise Refused("not_docx")
-    # python-docx reads every part whole: refuse before it inflates a bomb. The declared
-    # sizes bound what zipfile inflates (it stops at a member's declared size).
+    # python-docx reads every part whole: refuse before it inflates a bomb. zipfile keeps
+    # no more than a member's declared size (though it inflates the rest to check the CRC,
+    # which the CPU limit bounds).
     unpacked = sum(m.file_size for m in members)
+    # Deflate never grows data by more than a few bytes per 16 KiB: more compressed bytes
+    # than that says the declared size is a lie, told to slip a bomb past the sum below.
+    if any(m.compress_size > m.file_size + m.file_size // 100 + 1024 for m in members):
+        raise Refused("malformed", "declared sizes that lie")
     if unpacked > max_unpacked or len(members) > 10_000:
         raise Refused("bomb", str(unpacked))
 

@@ -111,7 +111,9 @@ def read_document(data: bytes, *, name: str) -> Document:
     """The text of a document, recognised from its bytes; raises DocumentRejected.
 
     Bounded by the CHAT_DOCUMENT_* settings: bytes, pages, extracted characters, and the
-    seconds and memory the PDF/DOCX parser's child process may use.
+    seconds and memory the PDF/DOCX parser's child process may use. It blocks for up to
+    CHAT_DOCUMENT_MAX_SECONDS (a child process is waited for): from async code, call it
+    in a thread (asgiref's sync_to_async).
     """
     limit = settings.CHAT_DOCUMENT_MAX_BYTES
     if len(data) > limit:
@@ -178,6 +180,7 @@ def _limits() -> sandbox.Limits:
         max_unpacked_bytes=settings.CHAT_DOCUMENT_MAX_UNPACKED_BYTES,
         memory_bytes=settings.CHAT_DOCUMENT_MAX_MEMORY,
         seconds=settings.CHAT_DOCUMENT_MAX_SECONDS,
+        parallel=settings.CHAT_DOCUMENT_MAX_PARALLEL,
     )
 
 
@@ -206,6 +209,8 @@ def _reason(reason: str, kind: str) -> str:
         )
     if reason == "bomb":
         return "This PDF holds a compressed stream that unpacks to too much data: it is refused."
+    if reason == "busy":
+        return "Too many documents are being read right now: attach it again in a moment."
     if reason == "timeout":
         return f"Reading this {what} took too long: it is refused."
     if reason == "memory":

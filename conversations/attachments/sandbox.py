@@ -6,10 +6,13 @@ a plain script run with `python -I`) that costs one upload an error, never the s
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,14 @@ class Limits:
     max_unpacked_bytes: int
     memory_bytes: int
     seconds: float
+    # Children of this process at once: each may take `memory_bytes`.
+    parallel: int = 2
 
 
 class ParseFailed(Exception):
     """The child could not read the file: `reason` is one of the child's reasons, or
-    "timeout" / "memory" / "crashed" when it was ended or died."""
+    "timeout" / "memory" / "crashed" when it was ended or died, "busy" when no child
+    could be started within the time limit (as many as allowed were running)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -40,8 +46,27 @@ def parse_out_of_process(kind: str, data: bytes, limits: Limits) -> dict[str, An
     """The child's result for `data` (`kind` "pdf" or "docx"): text, pages, page_starts.
 
     Raises ParseFailed. The child gets the wall-clock limit and a CPU limit of the same
-    seconds (rounded up); it is killed at the first one reached.
+    seconds (rounded up); it is killed at the first one reached. At most `limits.parallel`
+    children run at once, so many uploads at once cannot take all the memory; a parse
+    waits for a turn, up to the same limit.
     """
+    started = time.monotonic()
+    slots = _slots(max(1, limits.parallel))
+    if not slots.acquire(timeout=limits.seconds):
+        raise ParseFailed("busy")
+    try:
+        remaining = max(0.5, limits.seconds - (time.monotonic() - started))
+        return _run(kind, data, limits, remaining)
+    finally:
+        slots.release()
+
+
+@functools.cache
+def _slots(parallel: int) -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(parallel)
+
+
+def _run(kind: str, data: bytes, limits: Limits, seconds: float) -> dict[str, Any]:
     command = [
         sys.executable,
         "-I",  # no environment variables, no user site, not the current folder
@@ -59,7 +84,7 @@ def parse_out_of_process(kind: str, data: bytes, limits: Limits) -> dict[str, An
             input=data,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            timeout=limits.seconds,
+            timeout=seconds,
             env={"LC_ALL": "C.UTF-8"},
             close_fds=True,
             check=False,

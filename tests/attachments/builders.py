@@ -160,3 +160,41 @@ def zip_of(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             archive.writestr(name, data)
     return out.getvalue()
+
+
+def lying_docx_bomb(inflated: int, *, declared: int) -> bytes:
+    """A Word file whose document.xml inflates to `inflated` bytes but whose zip headers
+    (local and central) say it is `declared` bytes."""
+    data = bytearray(docx_bomb_small(inflated))
+    name = b"word/document.xml"
+    local = data.find(b"PK\x03\x04")
+    while local != -1:
+        name_length = int.from_bytes(data[local + 26 : local + 28], "little")
+        if data[local + 30 : local + 30 + name_length] == name:
+            data[local + 22 : local + 26] = declared.to_bytes(4, "little")
+        local = data.find(b"PK\x03\x04", local + 4)
+    central = data.find(b"PK\x01\x02")
+    while central != -1:
+        name_length = int.from_bytes(data[central + 28 : central + 30], "little")
+        if data[central + 46 : central + 46 + name_length] == name:
+            data[central + 24 : central + 28] = declared.to_bytes(4, "little")
+        central = data.find(b"PK\x01\x02", central + 4)
+    return bytes(data)
+
+
+def docx_bomb_small(inflated: int) -> bytes:
+    """As `docx_bomb`, without zip64 (under 2 GiB), so the sizes sit in the plain headers."""
+    source = zipfile.ZipFile(io.BytesIO(docx_file(["A small document."])))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename != "word/document.xml":
+                target.writestr(info.filename, data)
+                continue
+            with target.open("word/document.xml", "w") as member:
+                member.write(data)
+                block = b" " * (1024 * 1024)
+                for _ in range(inflated // len(block)):
+                    member.write(block)
+    return out.getvalue()

@@ -7,6 +7,7 @@ import io
 import json
 import resource
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -206,6 +207,14 @@ def test_a_docx_whose_xml_inflates_to_gigabytes_is_refused(tight):
     assert took < LIMIT_SECONDS
 
 
+def test_a_docx_bomb_whose_zip_headers_lie_about_its_size_is_refused_at_once(tight):
+    # 1 GiB inflated, 4 KiB declared: the declared sizes pass, the compressed size betrays it.
+    data = builders.lying_docx_bomb(1024 * 1024 * 1024, declared=4096)
+    message, took = rejected(data, "liar.docx")
+    assert message == "This Word document is damaged or malformed and could not be read."
+    assert took < 1.5
+
+
 def test_a_docx_billion_laughs_is_not_expanded(tight):
     entities = b"".join(
         b'<!ENTITY lol%d "%s">' % (n, (b"&lol%d;" % (n - 1) if n > 1 else b"lol") * 10)
@@ -322,3 +331,50 @@ def _run_child_source(source: str, *, seconds: float) -> dict:
             )
         finally:
             sandbox.CHILD = original
+
+
+def test_at_most_the_allowed_children_run_at_once(tmp_path, monkeypatch):
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import json, os, time\n"
+        "time.sleep(0.6)\n"
+        "print(json.dumps({'ok': True, 'text': str(os.getpid()), 'pages': None,"
+        " 'page_starts': []}))\n"
+    )
+    monkeypatch.setattr(sandbox, "CHILD", script)
+    limits = sandbox.Limits(
+        max_pages=1,
+        max_chars=1,
+        max_unpacked_bytes=1,
+        memory_bytes=400 * 1024 * 1024,
+        seconds=10,
+        parallel=1,
+    )
+    results: list[dict] = []
+    started = time.monotonic()
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(sandbox.parse_out_of_process("pdf", b"", limits))
+        )
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # One after another: three sleeps of 0.6 s, not one.
+    assert time.monotonic() - started >= 1.8
+    assert len({r["text"] for r in results}) == 3
+
+
+def test_an_upload_that_finds_no_free_child_is_told_to_try_again(settings):
+    settings.CHAT_DOCUMENT_MAX_PARALLEL = 1
+    settings.CHAT_DOCUMENT_MAX_SECONDS = 0.5
+    slots = sandbox._slots(1)
+    assert slots.acquire(timeout=5)
+    try:
+        message, took = rejected(builders.pdf(["Waiting."]), "a.pdf")
+    finally:
+        slots.release()
+    assert message == "Too many documents are being read right now: attach it again in a moment."
+    assert 0.5 <= took < 1.5
