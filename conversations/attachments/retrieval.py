@@ -103,13 +103,14 @@ def _retrieved(
     order = {d.pk: position for position, d in enumerate(documents)}
     ranked = relevant_chunks(list(order), question, limit=MAX_CANDIDATES)
     if not ranked:
-        # Nothing in the question matches: the documents' first passages, in order.
+        # Nothing in the question matches: each document's first passages, in order.
         ranked = list(
-            AttachmentChunk.objects.filter(attachment_id__in=order).order_by(
-                "attachment_id", "index"
-            )[:MAX_CANDIDATES]
+            AttachmentChunk.objects.filter(
+                attachment_id__in=list(order), index__lt=max(1, MAX_CANDIDATES // len(order))
+            )
         )
-        ranked.sort(key=lambda c: (order[c.attachment_id], c.index))
+        # Each document's first passage, then each one's second…: all get their start.
+        ranked.sort(key=lambda c: (c.index, order[c.attachment_id]))
     spent = count("\n\n".join([INTRO, RETRIEVED_NOTE])) + sum(
         count(_block(d, "")) for d in documents
     )

@@ -74,12 +74,12 @@ def _with_documents(
     """
     position = {m.pk: i for i, m in enumerate(path) if m.role == Message.Role.USER}
     documents = sorted(
-        Attachment.objects.filter(message_id__in=position, kind=Attachment.Kind.DOCUMENT),
+        Attachment.objects.filter(message_id__in=list(position), kind=Attachment.Kind.DOCUMENT),
         key=lambda a: (position[a.message_id], a.pk),
     )
     if not documents:
         return system, []
-    question = turns[-1]["content"] if turns and turns[-1]["role"] == "user" else ""
+    question = _text(turns[-1]["content"]) if turns and turns[-1]["role"] == "user" else ""
     fixed = llm.count_tokens(system + turns[-1:], model=model)
     room = prompt_budget(model=model, max_tokens=reply.max_tokens) - fixed
     found = document_context(
@@ -93,3 +93,16 @@ def _with_documents(
     prompt = "\n\n".join(m["content"] for m in system)
     content = f"{prompt}\n\n{found.text}" if prompt else found.text
     return [{"role": "system", "content": content}], [s.as_json() for s in found.sources]
+
+
+def _text(content: object) -> str:
+    """The text of a message's content: a string, or the text parts of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""

@@ -4,6 +4,7 @@ about (full-text index), labelled with their pages; the reply records and names 
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 
@@ -250,3 +251,26 @@ def test_the_migrations_leave_every_full_text_trigger_in_place():
         names = {row[0] for row in cursor.fetchall()}
     for table in ("message", "conversation", "attachmentchunk"):
         assert {f"conversations_{table}_fts_{n}" for n in ("ai", "ad", "au")} <= names
+
+
+@pytest.mark.django_db
+def test_with_nothing_matching_every_document_gets_its_start(conversation):
+    question = MessageFactory(conversation=conversation, content="q")
+    first = attach(question, ("Alpha paragraph.\n\n" * 400).encode(), "first.txt")
+    second = attach(question, ("Omega paragraph.\n\n" * 400).encode(), "second.txt")
+    # Room for about two passages of ~400 tokens each: one of each document.
+    found = retrieval.document_context([first, second], "zebra", budget_tokens=1000, count=count)
+    assert "Alpha paragraph." in found.text and "Omega paragraph." in found.text
+    assert [s.name for s in found.sources] == ["first.txt", "second.txt"]
+    # Each document's first passage (a short last one may fill what room is left).
+    assert all(re.fullmatch(r"passages? 1(, \d+)*", s.passages) for s in found.sources)
+
+
+def test_the_question_is_read_from_content_parts_too():
+    parts = [
+        {"type": "text", "text": "What is on"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "text", "text": "page 3?"},
+    ]
+    assert gen_context._text(parts) == "What is on page 3?"
+    assert gen_context._text("plain") == "plain"
