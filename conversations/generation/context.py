@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db.models.functions import Length
 
 from conversations import tree
 from conversations.attachments.retrieval import document_context
@@ -73,10 +74,13 @@ def _with_documents(
     that fitting leaves out old turns before them and they are sent once, not per turn.
     """
     position = {m.pk: i for i, m in enumerate(path) if m.role == Message.Role.USER}
-    documents = sorted(
-        Attachment.objects.filter(message_id__in=list(position), kind=Attachment.Kind.DOCUMENT),
-        key=lambda a: (position[a.message_id], a.pk),
+    # The texts (megabytes, maybe) are read only if they might fit whole.
+    rows = (
+        Attachment.objects.filter(message_id__in=list(position), kind=Attachment.Kind.DOCUMENT)
+        .defer("text")
+        .annotate(text_chars=Length("text"))
     )
+    documents = sorted(rows, key=lambda a: (position[a.message_id], a.pk))
     if not documents:
         return system, []
     question = _text(turns[-1]["content"]) if turns and turns[-1]["role"] == "user" else ""
