@@ -1,16 +1,23 @@
 """What the model is sent for a reply: its system prompt and the turns of its branch,
-fitted to the model's context window (see `llm.context`).
+fitted to the model's context window (see `llm.context`). A user message's images go
+as OpenAI content parts (a text part, then `image_url` parts with data URLs) to models
+that take images; others get a note naming each image instead.
 """
 
 from __future__ import annotations
 
+import base64
+from collections import defaultdict
+
 from conversations import tree
+from conversations.attachments import selectors as attachment_selectors
 from conversations.llm import registry as llm
-from conversations.llm.context import ReplyContext, fit
-from conversations.models import Message
+from conversations.llm import vision
+from conversations.llm.context import ChatMessage, ReplyContext, fit
+from conversations.models import Attachment, Message
 
 
-def model_context(*, reply: Message) -> list[dict[str, str]]:
+def model_context(*, reply: Message) -> list[ChatMessage]:
     """What the model is sent for `reply` (see `reply_context`)."""
     return reply_context(reply=reply).messages
 
@@ -19,24 +26,58 @@ def reply_context(*, reply: Message) -> ReplyContext:
     """What the model is sent for `reply`: its system prompt, then the turns of its branch.
 
     Only the branch leading to `reply` (from the user message it answers up to the root):
-    never another branch, never anything after it. Only user text and finished (complete
-    or stopped) reply text is sent — never error text, never a failed attempt. The system
-    prompt, model and reply length are those recorded on `reply`. If it all does not fit
-    the model's context window, the oldest turns are left out (see `_fit`).
+    never another branch, never anything after it. Only user text (with its images) and
+    finished (complete or stopped) reply text is sent — never error text, never a failed
+    attempt. The system prompt, model and reply length are those recorded on `reply`. If
+    it all does not fit the model's context window, the oldest turns are left out (see
+    `_fit`); images count by `vision.image_tokens`.
     """
     rows = Message.objects.filter(conversation_id=reply.conversation_id).only(
         "id", "parent_id", "role", "content", "status"
     )
     by_id = {m.pk: m for m in rows}
     start = by_id.get(reply.parent_id) if reply.parent_id is not None else None
-    turns = [
-        {"role": message.role, "content": message.content}
+    path = [
+        message
         for message in tree.path_to(start, by_id)
         if message.role == Message.Role.USER
         or (message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content)
     ]
-    system = []
+    model = reply.model or llm.default_model()
+    images = _images(path)
+    turns: list[ChatMessage] = []
+    costs: list[int] = []
+    for message in path:
+        turn, cost = _turn(message, images.get(message.pk, []), model=model)
+        turns.append(turn)
+        costs.append(cost)
+    system: list[ChatMessage] = []
     if reply.system_prompt.strip():
         system.append({"role": "system", "content": reply.system_prompt})
-    model = reply.model or llm.default_model()
-    return fit(system, turns, model=model, max_tokens=reply.max_tokens)
+    return fit(system, turns, model=model, max_tokens=reply.max_tokens, image_tokens=costs)
+
+
+def _images(path: list[Message]) -> dict[int, list[Attachment]]:
+    ids = [m.pk for m in path if m.role == Message.Role.USER]
+    found: dict[int, list[Attachment]] = defaultdict(list)
+    if ids:
+        for image in Attachment.objects.filter(message_id__in=ids, kind=Attachment.Kind.IMAGE):
+            found[image.message_id].append(image)
+    return found
+
+
+def _turn(message: Message, images: list[Attachment], *, model: str) -> tuple[ChatMessage, int]:
+    """The turn as sent, and what its images cost in tokens."""
+    if not images:
+        return {"role": message.role, "content": message.content}, 0
+    if not vision.takes_images(model):
+        names = ", ".join(f"“{image.caption or image.name}”" for image in images)
+        note = f"\n\n[Images attached here, which this model cannot see: {names}]"
+        return {"role": message.role, "content": message.content + note}, 0
+    parts: list[dict[str, object]] = [{"type": "text", "text": message.content}]
+    for image in images:
+        data = base64.b64encode(attachment_selectors.attachment_bytes(image)).decode("ascii")
+        url = f"data:{image.content_type};base64,{data}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    cost = sum(vision.image_tokens(image.width or 0, image.height or 0) for image in images)
+    return {"role": message.role, "content": parts}, cost
