@@ -169,7 +169,7 @@
 (function () {
   "use strict";
   var captions = new WeakMap();
-  var previews = [];
+  var PREVIEW_BYTES = 8 * 1024 * 1024;
 
   function fileInput() {
     return document.querySelector('#composer input[type=file][name=attachments]');
@@ -198,19 +198,18 @@
   function renderChips(input) {
     var list = document.getElementById("attach-chips");
     if (!list) return;
-    previews.forEach(function (url) { URL.revokeObjectURL(url); });
-    previews = [];
     list.textContent = "";
     var files = Array.prototype.slice.call(input.files);
     files.forEach(function (file, index) {
       var chip = document.createElement("li");
       chip.className = "attach-chip";
-      if (file.type.indexOf("image/") === 0) {
-        var url = URL.createObjectURL(file);
-        previews.push(url);
+      if (file.type.indexOf("image/") === 0 && file.size <= PREVIEW_BYTES) {
+        // A data: URL (the page's CSP allows images from itself and data:, not blob:).
         var img = document.createElement("img");
-        img.src = url;
         img.alt = "";
+        var reader = new FileReader();
+        reader.onload = function () { img.src = reader.result; };
+        reader.readAsDataURL(file);
         chip.appendChild(img);
       }
       var name = document.createElement("span");
