@@ -346,6 +346,29 @@ CHAT_AUTO_TITLE = env.bool("CHAT_AUTO_TITLE", default=True)
 CHAT_TITLE_TIMEOUT = env.float("CHAT_TITLE_TIMEOUT", default=6.0)
 CHAT_SEARCH_PAGE_SIZE = env.int("CHAT_SEARCH_PAGE_SIZE", default=20)
 
+# --- Documents (attached to messages) -----------------------------------------
+# The largest document accepted (bytes), and the most pages and characters of text it may
+# have; past any of them it is refused with the reason.
+CHAT_DOCUMENT_MAX_BYTES = env.int("CHAT_DOCUMENT_MAX_BYTES", default=20 * 1024 * 1024)
+CHAT_DOCUMENT_MAX_PAGES = env.int("CHAT_DOCUMENT_MAX_PAGES", default=2000)
+CHAT_DOCUMENT_MAX_CHARS = env.int("CHAT_DOCUMENT_MAX_CHARS", default=5_000_000)
+# PDF and Word files are parsed in a child process with these limits: seconds (wall clock
+# and CPU), address space (bytes), and what a Word file's zip may unpack to (bytes).
+CHAT_DOCUMENT_MAX_SECONDS = env.float("CHAT_DOCUMENT_MAX_SECONDS", default=30.0)
+CHAT_DOCUMENT_MAX_MEMORY = env.int("CHAT_DOCUMENT_MAX_MEMORY", default=768 * 1024 * 1024)
+CHAT_DOCUMENT_MAX_UNPACKED_BYTES = env.int(
+    "CHAT_DOCUMENT_MAX_UNPACKED_BYTES", default=200 * 1024 * 1024
+)
+# Such child processes at once per server process (each may take the memory above); an
+# upload waits for its turn up to CHAT_DOCUMENT_MAX_SECONDS.
+CHAT_DOCUMENT_MAX_PARALLEL = env.int("CHAT_DOCUMENT_MAX_PARALLEL", default=2)
+# When a conversation's documents do not fit their share of the context, send the passages
+# most relevant to the question (full-text search); off: their start, cut with a note.
+CHAT_DOCUMENT_RETRIEVAL = env.bool("CHAT_DOCUMENT_RETRIEVAL", default=True)
+# The share of the prompt budget (after the system prompt and the question) documents may
+# take; earlier turns get the rest.
+CHAT_DOCUMENT_CONTEXT_SHARE = env.float("CHAT_DOCUMENT_CONTEXT_SHARE", default=0.6)
+
 # --- Import -------------------------------------------------------------------
 # Largest export a user may upload on /import/ (bytes). Uploaded files are written to a
 # temporary file, never held in memory (DATA_UPLOAD_MAX_MEMORY_SIZE does not count them).

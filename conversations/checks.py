@@ -93,6 +93,35 @@ def check_attachments(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessa
     return problems
 
 
+@checks.register(TAG)
+def check_document_limits(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    # The PDF/Word parser's child needs ~100 MB of address space to start (Python, pypdf,
+    # lxml): less and every PDF would be refused as "too much memory".
+    problems = []
+    if settings.CHAT_DOCUMENT_MAX_MEMORY < 256 * 1024 * 1024:
+        problems.append(("CHAT_DOCUMENT_MAX_MEMORY", "at least 268435456 (256 MiB)"))
+    if settings.CHAT_DOCUMENT_MAX_SECONDS < 1:
+        problems.append(("CHAT_DOCUMENT_MAX_SECONDS", "at least 1 (second)"))
+    if not 0 < settings.CHAT_DOCUMENT_CONTEXT_SHARE <= 1:
+        problems.append(("CHAT_DOCUMENT_CONTEXT_SHARE", "a share above 0 and at most 1"))
+    for name in (
+        "CHAT_DOCUMENT_MAX_BYTES",
+        "CHAT_DOCUMENT_MAX_PAGES",
+        "CHAT_DOCUMENT_MAX_CHARS",
+        "CHAT_DOCUMENT_MAX_PARALLEL",
+    ):
+        if getattr(settings, name) < 1:
+            problems.append((name, "at least 1"))
+    return [
+        checks.Error(
+            f"{name} is {getattr(settings, name)!r}.",
+            hint=f"Set {name} to {fix}.",
+            id="chatsite.E021",
+        )
+        for name, fix in problems
+    ]
+
+
 def refuse_to_start_if_misconfigured() -> None:
     """Raise ImproperlyConfigured, listing every problem, if a check above fails."""
     errors = [e for e in checks.run_checks(tags=[TAG]) if e.is_serious()]

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 
 # What the file picker offers (a hint: what a file is, is read from its bytes).
-ACCEPT = "image/png,image/jpeg,image/webp,image/gif"
+ACCEPT = (
+    "image/png,image/jpeg,image/webp,image/gif,application/pdf,.pdf,.docx,text/*,"
+    ".txt,.md,.markdown,.csv,.json,.py,.js,.ts,.html,.css,.sql,.sh,.yaml,.yml,.toml,.xml"
+)
 
 
 class MultipleFileInput(forms.ClearableFileInput):

@@ -113,6 +113,9 @@ class Message(models.Model):
     # Why the model stopped, as the backend said it: "stop", "length" (the maximum length
     # was reached), "content_filter"…; empty while writing or when it never said.
     finish_reason = models.CharField(max_length=32, blank=True, default="")
+    # The documents and passages a reply was given (generation.context), named in its
+    # footer: [{"attachment": id, "name": "report.pdf", "passages": "pp. 12-13"}].
+    sources = models.JSONField(default=list, blank=True)
     # Stop pressed in a process other than the one generating: that one stops at its next tick.
     stop_requested = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)

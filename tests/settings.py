@@ -111,6 +111,16 @@ PINNED = {
     # The default: a folder of this checkout's own. Tests of the start-up sweep give
     # themselves a folder each (settings.CHAT_IMPORT_TEMP_DIR = tmp_path).
     "CHAT_IMPORT_TEMP_DIR": "",
+    # Documents: the defaults (tests of the limits set their own).
+    "CHAT_DOCUMENT_MAX_BYTES": str(20 * 1024 * 1024),
+    "CHAT_DOCUMENT_MAX_PAGES": "2000",
+    "CHAT_DOCUMENT_MAX_CHARS": "5000000",
+    "CHAT_DOCUMENT_MAX_SECONDS": "30",
+    "CHAT_DOCUMENT_MAX_MEMORY": str(768 * 1024 * 1024),
+    "CHAT_DOCUMENT_MAX_UNPACKED_BYTES": str(200 * 1024 * 1024),
+    "CHAT_DOCUMENT_MAX_PARALLEL": "2",
+    "CHAT_DOCUMENT_RETRIEVAL": "true",
+    "CHAT_DOCUMENT_CONTEXT_SHARE": "0.6",
     # Beside the chat log (in this run's temporary folder).
     "CHAT_ERROR_LOG_FILE": "",
 }

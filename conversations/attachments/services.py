@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from conversations.attachments import images
+from conversations.attachments import documents, images
 from conversations.models import Attachment, AttachmentChunk, Message, attachment_storage
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 NAME_CHARS = 255
 CAPTION_CHARS = 300
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".gif", ".webp", ".bmp", ".svg", ".tif", ".tiff"}
 
 
 class AttachmentRejected(Exception):
@@ -49,8 +50,8 @@ class Prepared:
     height: int | None = None
     text: str = ""
     pages: int | None = None
-    # The extracted document (documents.Document) whose passages are saved with it.
-    document: Any = None
+    # The extracted document whose passages are saved with it.
+    document: documents.Document | None = None
 
 
 def clean_name(name: str) -> str:
@@ -131,16 +132,18 @@ def prepare_data(data: bytes, *, name: str, caption: str = "") -> Prepared:
     if prepared is None:
         raise AttachmentRejected(
             f"“{name}” is not a file this site takes: attach an image "
-            f"({images.ACCEPTED}) or a document."
+            f"({images.ACCEPTED}) or a document ({documents.SUPPORTED})."
         )
     return prepared
 
 
 def _document(data: bytes, *, name: str, head: bytes, caption: str) -> Prepared | None:
-    """The document in `data`, None if it is not one `documents` reads."""
-    try:
-        from conversations.attachments import documents  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # the documents half is not there yet: images only
+    """The document in `data`, None if it is not one `documents` reads.
+
+    A file named as an image (".png"…) that is not one is no document either: an SVG or
+    an HTML page in disguise is refused, not read as text.
+    """
+    if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
         return None
     if not documents.is_document(name, head):
         return None
@@ -195,8 +198,6 @@ def attachments_save(*, message: Message, prepared: Iterable[Prepared]) -> list[
             saved.append(attachment)
             attachment.save()
             if item.document is not None:
-                from conversations.attachments import documents  # type: ignore[attr-defined,unused-ignore]
-
                 documents.save_chunks(attachment, item.document)
     except BaseException:
         files_delete(a.file.name or "" for a in saved)

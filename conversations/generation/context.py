@@ -1,20 +1,32 @@
 """What the model is sent for a reply: its system prompt and the turns of its branch,
 fitted to the model's context window (see `llm.context`). A user message's images go
 as OpenAI content parts (a text part, then `image_url` parts with data URLs) to models
-that take images; others get a note naming each image instead.
+that take images; others get a note naming each image instead. The branch's documents
+go into the system message (`_with_documents`).
 """
 
 from __future__ import annotations
 
 import base64
 from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
 
 from conversations import tree
 from conversations.attachments import selectors as attachment_selectors
+from conversations.attachments.retrieval import document_context
 from conversations.llm import registry as llm
 from conversations.llm import vision
-from conversations.llm.context import ChatMessage, ReplyContext, fit
+from conversations.llm.context import ChatMessage, ReplyContext, fit, prompt_budget, text_of
 from conversations.models import Attachment, Message
+
+
+@dataclass(frozen=True)
+class BranchContext(ReplyContext):
+    # The documents and passages the model is given (Message.sources), named in the footer.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 def model_context(*, reply: Message) -> list[ChatMessage]:
@@ -22,7 +34,7 @@ def model_context(*, reply: Message) -> list[ChatMessage]:
     return reply_context(reply=reply).messages
 
 
-def reply_context(*, reply: Message) -> ReplyContext:
+def reply_context(*, reply: Message) -> BranchContext:
     """What the model is sent for `reply`: its system prompt, then the turns of its branch.
 
     Only the branch leading to `reply` (from the user message it answers up to the root):
@@ -54,7 +66,9 @@ def reply_context(*, reply: Message) -> ReplyContext:
     system: list[ChatMessage] = []
     if reply.system_prompt.strip():
         system.append({"role": "system", "content": reply.system_prompt})
-    return fit(system, turns, model=model, max_tokens=reply.max_tokens, image_tokens=costs)
+    system, sources = _with_documents(system, turns, costs, path, reply=reply, model=model)
+    fitted = fit(system, turns, model=model, max_tokens=reply.max_tokens, image_tokens=costs)
+    return BranchContext(fitted.messages, fitted.omitted, sources)
 
 
 def _images(path: list[Message]) -> dict[int, list[Attachment]]:
@@ -81,3 +95,47 @@ def _turn(message: Message, images: list[Attachment], *, model: str) -> tuple[Ch
         parts.append({"type": "image_url", "image_url": {"url": url}})
     cost = sum(vision.image_tokens(image.width or 0, image.height or 0) for image in images)
     return {"role": message.role, "content": parts}, cost
+
+
+def _with_documents(
+    system: list[ChatMessage],
+    turns: list[ChatMessage],
+    costs: list[int],
+    path: list[Message],
+    *,
+    reply: Message,
+    model: str,
+) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
+    """`system` with the branch's documents added (see `retrieval.document_context`).
+
+    The documents of the user messages on the branch — the question's own and earlier
+    ones — in conversation order, within CHAT_DOCUMENT_CONTEXT_SHARE of what the prompt
+    budget leaves after the system prompt and the question (its images included). In the
+    system message, so that fitting leaves out old turns before them and they are sent
+    once, not per turn.
+    """
+    position = {m.pk: i for i, m in enumerate(path) if m.role == Message.Role.USER}
+    documents = sorted(
+        Attachment.objects.filter(message_id__in=list(position), kind=Attachment.Kind.DOCUMENT),
+        key=lambda a: (position[a.message_id], a.pk),
+    )
+    if not documents:
+        return system, []
+    asked = turns and turns[-1]["role"] == "user"
+    question = text_of(turns[-1]) if asked else ""
+    fixed = llm.count_tokens(
+        [{"role": str(m["role"]), "content": text_of(m)} for m in system + turns[-1:]],
+        model=model,
+    ) + (costs[-1] if costs else 0)
+    room = prompt_budget(model=model, max_tokens=reply.max_tokens) - fixed
+    found = document_context(
+        documents,
+        question,
+        budget_tokens=int(max(0, room) * settings.CHAT_DOCUMENT_CONTEXT_SHARE),
+        count=lambda text: llm.count_tokens([{"role": "system", "content": text}], model=model),
+    )
+    if not found.text:
+        return system, []
+    prompt = "\n\n".join(text_of(m) for m in system)
+    content = f"{prompt}\n\n{found.text}" if prompt else found.text
+    return [{"role": "system", "content": content}], [s.as_json() for s in found.sources]

@@ -191,6 +191,12 @@ def _load(message_id: int) -> tuple[Message, list[dict[str, str]]]:
             omitted=context.omitted
         )
         reply.omitted = context.omitted
+    if context.sources != reply.sources:
+        # Named in the reply's footer: the documents and passages the model was given.
+        Message.objects.filter(pk=reply.pk, status__in=Message.IN_FLIGHT).update(
+            sources=context.sources
+        )
+        reply.sources = context.sources
     return reply, context.messages
 
 

@@ -38,8 +38,10 @@ def text_of(message: ChatMessage) -> str:
     """A message's text: its content, or the text parts of its content parts."""
     content = message.get("content", "")
     if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", "")) for part in content if part.get("type") == "text"
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
         )
     return str(content)
 

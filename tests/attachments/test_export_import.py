@@ -172,3 +172,27 @@ def test_the_markdown_export_links_attachments_by_name(owner, with_images):
     text = "".join(export.export_markdown(Conversation.objects.all()))
     assert "- Attached: [red.png](red.png) (image/png, " in text and "— A red square" in text
     assert "- Attached: [blue \\[1\\].png](blue%20%5B1%5D.png)" in text
+
+
+def test_a_documents_round_trip_reads_it_again_with_its_passages(owner, media):
+    from conversations.models import AttachmentChunk
+    from tests.attachments import builders
+    from tests.attachments.support import attach as attach_document
+
+    conversation = ConversationFactory(owner=owner, title="Docs")
+    question = MessageFactory(conversation=conversation, content="Summarise")
+    original = attach_document(question, builders.pdf(["Alpha page.", "Beta page."]), "report.pdf")
+    data = exported()
+    (item,) = data["conversations"][0]["messages"][0]["attachments"]
+    assert (item["kind"], item["name"], item["pages"]) == ("document", "report.pdf", 2)
+    other = UserFactory(username="bob")
+    assert conversations_import_json(data=data, owner=other).conversations_imported == 1
+    copy = Attachment.objects.get(owner=other)
+    assert (copy.kind, copy.content_type, copy.pages, copy.sha256) == (
+        "document",
+        "application/pdf",
+        2,
+        original.sha256,
+    )
+    assert "Beta page." in copy.text
+    assert AttachmentChunk.objects.filter(attachment=copy).count() == original.chunks.count() > 0

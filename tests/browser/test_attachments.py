@@ -139,7 +139,7 @@ def test_without_javascript_attach_by_the_file_input_and_see_the_result(
     picture.write_bytes(images.jpeg_with_gps())
     page = chromium.new_context(java_script_enabled=False).new_page()
     log_in(page)
-    page.get_by_label("Attach images").set_input_files(str(picture))
+    page.get_by_label("Attach files").set_input_files(str(picture))
     page.get_by_label("Image description (alt text, optional)").fill("My holiday")
     composer(page).fill("Where is this?")
     page.get_by_role("button", name="Send").click()
