@@ -179,3 +179,13 @@ def test_a_server_refusing_images_is_remembered_and_the_next_image_refused_befor
     sent = fake_openai.requests[-1]["messages"]
     assert all(isinstance(m["content"], str) for m in sent)
     assert "cannot see" in sent[1]["content"]
+
+
+def test_which_models_take_images(settings):
+    settings.CHAT_VISION_MODELS = ["gpt-4o*", "*Vision*"]
+    assert vision.takes_images("gpt-4o-mini") and vision.takes_images("llama-3.2-11b-vision")
+    assert not vision.takes_images("gpt-3.5-turbo")
+    # The local model never does, whatever the patterns say.
+    settings.CHAT_VISION_MODELS = ["*"]
+    assert not vision.takes_images("local:smollm2-360m-instruct")
+    assert vision.takes_images("anything-remote")
