@@ -155,3 +155,32 @@ def test_without_javascript_attach_by_the_file_input_and_see_the_result(
     response = page.request.get(href)
     assert response.status == 200 and response.headers["content-type"] == "image/jpeg"
     assert b"SpyCam" not in response.body()
+
+
+DROP = """async () => {
+  const data = new DataTransfer();
+  data.items.add(new File(['col,row\\n1,2\\n'], 'table.csv', {type: 'text/csv'}));
+  const form = document.getElementById('composer');
+  const over = new DragEvent('dragover', {dataTransfer: data, bubbles: true, cancelable: true});
+  form.querySelector('textarea').dispatchEvent(over);
+  const dragging = form.classList.contains('dragging');
+  const drop = new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true});
+  form.querySelector('textarea').dispatchEvent(drop);
+  return dragging && drop.defaultPrevented;
+}"""
+
+
+def test_drop_a_file_on_the_composer(chromium, fake_openai, vision):
+    fake_openai.script(Reply(tokens=["Two", " numbers."]))
+    page = chromium.new_context().new_page()
+    log_in(page)
+    assert page.evaluate(DROP) is True
+    chip = page.locator("#attach-chips .attach-chip")
+    expect(chip).to_contain_text("table.csv")
+    composer(page).fill("What is in it?")
+    composer(page).press("Enter")
+    expect_complete(page, "Two numbers.")
+    document = page.locator("#thread [data-role=user] .attachment-document")
+    expect(document).to_contain_text("table.csv")
+    expect(document).to_contain_text("text/csv")
+    assert "col,row" in fake_openai.requests[-1]["messages"][0]["content"]
