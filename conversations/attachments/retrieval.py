@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,8 @@ TRUNCATED_NOTE = (
 # A NUL ends FTS5's quoted string early and psycopg refuses it (as history.search, which
 # sits above this package and so is not imported).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# No tokenizer averages more characters a token than this (English: about 4).
+MAX_CHARS_PER_TOKEN = 32
 # Candidate passages asked of the index; the budget takes what fits of them.
 MAX_CANDIDATES = 200
 MAX_QUESTION_TERMS = 32
@@ -69,7 +71,7 @@ class DocumentContext:
 
 
 def document_context(
-    documents: list[Attachment],
+    documents: Sequence[Attachment],
     question: str,
     *,
     budget_tokens: int,
@@ -79,15 +81,25 @@ def document_context(
 
     `documents` in conversation order, each the caller's own (they are not checked here).
     """
-    documents = [d for d in documents if d.kind == Attachment.Kind.DOCUMENT and d.text.strip()]
+    documents = [d for d in documents if d.kind == Attachment.Kind.DOCUMENT and _length(d) > 0]
     if not documents or budget_tokens <= 0:
         return DocumentContext("", [])
-    whole = "\n\n".join([INTRO, *(_block(d, d.text) for d in documents)])
-    if count(whole) <= budget_tokens:
-        return DocumentContext(whole, [Source(d.pk, d.name, "whole") for d in documents])
+    # Far too long to fit whatever the tokenizer: no need to read (or count) the texts.
+    if sum(_length(d) for d in documents) <= budget_tokens * MAX_CHARS_PER_TOKEN:
+        whole = "\n\n".join([INTRO, *(_block(d, d.text) for d in documents)])
+        if count(whole) <= budget_tokens:
+            return DocumentContext(whole, [Source(d.pk, d.name, "whole") for d in documents])
     if not settings.CHAT_DOCUMENT_RETRIEVAL:
         return _cut(documents, budget_tokens, count)
     return _retrieved(documents, question, budget_tokens, count)
+
+
+def _length(document: Attachment) -> int:
+    """Characters of the document's text; from `text_chars` when the caller annotated it
+    (a `Length("text")`, with the text itself deferred), so the text is read only if needed.
+    """
+    chars = getattr(document, "text_chars", None)
+    return int(chars) if chars is not None else len(document.text.strip())
 
 
 def _block(document: Attachment, text: str, label: str = "") -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db.models.functions import Length
 
 from conversations import tree
 from conversations.attachments import selectors as attachment_selectors
@@ -115,10 +116,13 @@ def _with_documents(
     once, not per turn.
     """
     position = {m.pk: i for i, m in enumerate(path) if m.role == Message.Role.USER}
-    documents = sorted(
-        Attachment.objects.filter(message_id__in=list(position), kind=Attachment.Kind.DOCUMENT),
-        key=lambda a: (position[a.message_id], a.pk),
+    # The texts (megabytes, maybe) are read only if they might fit whole.
+    rows = (
+        Attachment.objects.filter(message_id__in=list(position), kind=Attachment.Kind.DOCUMENT)
+        .defer("text")
+        .annotate(text_chars=Length("text"))
     )
+    documents = sorted(rows, key=lambda a: (position[a.message_id], a.pk))
     if not documents:
         return system, []
     asked = turns and turns[-1]["role"] == "user"

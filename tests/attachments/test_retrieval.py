@@ -275,3 +275,14 @@ def test_the_question_is_read_from_content_parts_too():
     ]
     assert text_of({"role": "user", "content": parts}) == "What is on page 3?"
     assert text_of({"role": "user", "content": "plain"}) == "plain"
+
+
+@pytest.mark.django_db
+def test_texts_far_too_long_to_fit_are_not_read(manual, django_assert_num_queries):
+    from django.db.models.functions import Length
+
+    row = Attachment.objects.defer("text").annotate(text_chars=Length("text")).get(pk=manual.pk)
+    # One query: the index. Reading the 300 pages' text would be a second.
+    with django_assert_num_queries(1):
+        found = retrieval.document_context([row], QUESTION, budget_tokens=300, count=count)
+    assert "[page 217]" in found.text
