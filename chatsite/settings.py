@@ -182,8 +182,21 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Uploaded attachments (images, documents) live under MEDIA_ROOT by default. MEDIA_URL is
+# never served: every file goes through an owner-checked view (conversations/web/attachments.py).
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default="") or BASE_DIR / "media")
+MEDIA_URL = "/media-is-never-served/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Attachments: a FileSystemStorage under MEDIA_ROOT; ATTACHMENTS_STORAGE_BACKEND may
+    # name any storage (django-storages' "storages.backends.s3.S3Storage", say: see the
+    # README's "Attachments"), with its OPTIONS as JSON in ATTACHMENTS_STORAGE_OPTIONS.
+    "attachments": {
+        "BACKEND": env.str(
+            "ATTACHMENTS_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"
+        ),
+        "OPTIONS": env.json("ATTACHMENTS_STORAGE_OPTIONS", default={}),
+    },
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -292,6 +305,24 @@ CHAT_CONTEXT_WINDOW = env.int("CHAT_CONTEXT_WINDOW", default=8192)
 
 # --- Chat behaviour -----------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
+
+# --- Attachments (issue 12) ---
+# Files a message may carry, and each one's largest size as uploaded (bytes).
+CHAT_ATTACHMENTS_PER_MESSAGE = env.int("CHAT_ATTACHMENTS_PER_MESSAGE", default=8)
+CHAT_ATTACHMENT_MAX_BYTES = env.int("CHAT_ATTACHMENT_MAX_BYTES", default=20 * 1024 * 1024)
+# An image of more pixels than this is refused before it is decoded (a decompression bomb).
+CHAT_IMAGE_MAX_PIXELS = env.int("CHAT_IMAGE_MAX_PIXELS", default=40_000_000)
+# Images are stored scaled down to fit this many pixels on their longest side.
+CHAT_IMAGE_MAX_SIDE = env.int("CHAT_IMAGE_MAX_SIDE", default=2048)
+# Models that take images: shell-style patterns ("gpt-4o*,*vision*,llava*"). A server that
+# refuses images for a model is remembered too (per process). The local model never does.
+CHAT_VISION_MODELS = env.list(
+    "CHAT_VISION_MODELS",
+    default=["gpt-4o*", "gpt-4.1*", "gpt-5*", "o1*", "o3*", "o4*", "*vision*", "llava*"],
+)
+# Tokens an image counts for in the context budget: 0 for OpenAI's tile formula
+# (85 + 170 per 512-pixel tile), or a fixed count per image.
+CHAT_IMAGE_TOKENS = env.int("CHAT_IMAGE_TOKENS", default=0)
 
 # --- Per-user limits ---
 # Site defaults of every user's limits on generations (0: no limit); a user's own, set in

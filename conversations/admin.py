@@ -1,5 +1,5 @@
-"""The staff's view of every conversation and message, and bulk exports of them; each
-user's limits on generations, on the user's page.
+"""The staff's view of every conversation and message (with their attachments), and bulk
+exports of them; each user's limits on generations, on the user's page.
 
 Messages are read-only here: they are a record of what was said and generated.
 """
@@ -25,7 +25,7 @@ from django.utils.text import Truncator, smart_split, unescape_string_literal
 
 from conversations.chat import limits
 from conversations.forms import AdminImportForm
-from conversations.models import Conversation, ImportJob, Message, UserLimits
+from conversations.models import Attachment, Conversation, ImportJob, Message, UserLimits
 from conversations.params import parse_ids
 from conversations.transfer import jobs
 from conversations.web import transfer as web_transfer
@@ -119,6 +119,33 @@ class MessageInline(ReadOnly, admin.TabularInline[Message, Conversation]):
         return f"#{message.parent_id}" if message.parent_id else ""
 
 
+class AttachmentInline(ReadOnly, admin.TabularInline[Attachment, Any]):
+    """What was attached: names, types, sizes, hashes (the files are their owners' only)."""
+
+    model = Attachment
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "message",
+        "kind",
+        "name",
+        "caption",
+        "content_type",
+        "size",
+        "dimensions",
+        "pages",
+        "sha256",
+        "created",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Attachment]:
+        return super().get_queryset(request).select_related("message")
+
+    @admin.display(description="pixels")
+    def dimensions(self, attachment: Attachment) -> str:
+        return f"{attachment.width} × {attachment.height}" if attachment.width else ""
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = ["display_title", "owner_name", "model", "message_count", "updated", "created"]
@@ -131,7 +158,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     ordering = ["-updated", "-id"]
     fields = ["owner", "title", "model", "system_prompt", "message_count", "created", "updated"]
     readonly_fields = ["owner", "message_count", "created", "updated"]
-    inlines = [MessageInline]
+    inlines = [MessageInline, AttachmentInline]
     actions = ["export_json", "export_csv", "export_markdown"]
     # The chat page is its owner's only: for staff it would be a 404.
     view_on_site = False
@@ -377,6 +404,7 @@ class MessageAdmin(ReadOnly, admin.ModelAdmin[Message]):
         "updated",
     )
     fields = readonly_fields
+    inlines = [AttachmentInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         return super().get_queryset(request).select_related("conversation__owner")

@@ -6,6 +6,7 @@ import atexit
 
 from django.apps import AppConfig
 from django.core.signals import request_started
+from django.db.models.signals import post_delete
 
 
 class ConversationsConfig(AppConfig):
@@ -14,6 +15,7 @@ class ConversationsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 (registers the system checks)
+        from .attachments import services as attachment_services
         from .chat import titles
         from .generation import lifecycle
         from .transfer import jobs
@@ -25,3 +27,9 @@ class ConversationsConfig(AppConfig):
         # A process's first request ends the imports a dead process left and removes their
         # uploads (not in ready(): no database here, and management commands need none).
         request_started.connect(jobs.import_startup_sweep, dispatch_uid="import_startup_sweep")
+        # Deleting an attachment's row (with its conversation, its user...) deletes its file.
+        post_delete.connect(
+            attachment_services.file_delete_after,
+            sender=self.get_model("Attachment"),
+            dispatch_uid="attachment_file_delete",
+        )

@@ -62,16 +62,25 @@ def _event(message: Message, *, event: str, username: str) -> dict[str, Any]:
 
 
 def log_message(message: Message, *, username: str) -> None:
-    """Record a saved user message, or a reply that has ended, whatever way it ended."""
+    """Record a saved user message, or a reply that has ended, whatever way it ended.
+
+    A user message's attachments are listed (name, type, size, sha256), never their bytes.
+    """
     event = "message" if message.role == message.Role.USER else "reply"
     level = logging.WARNING if message.status in ("error", "interrupted") else logging.INFO
-    logger.log(
-        level,
-        "%s %s",
-        event,
-        message.pk,
-        extra={"chat": _event(message, event=event, username=username)},
-    )
+    data = _event(message, event=event, username=username)
+    if message.role == message.Role.USER:
+        attachments = _attachments(message)
+        if attachments:
+            data["attachments"] = json.dumps(attachments, ensure_ascii=False)
+    logger.log(level, "%s %s", event, message.pk, extra={"chat": data})
+
+
+def _attachments(message: Message) -> list[dict[str, Any]]:
+    return [
+        {"name": a.name, "type": a.content_type, "size": a.size, "sha256": a.sha256}
+        for a in message.attachments.all()
+    ]
 
 
 def log_import(conversation: Conversation, *, username: str, messages: int) -> None:

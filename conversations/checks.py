@@ -62,6 +62,38 @@ def check_stale_after(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessa
 
 
 @checks.register(TAG)
+def check_attachments(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Attachment limits that would refuse every image, or take any size of one."""
+    problems: list[checks.CheckMessage] = []
+    for name, least in (
+        ("CHAT_ATTACHMENTS_PER_MESSAGE", 0),
+        ("CHAT_ATTACHMENT_MAX_BYTES", 1),
+        ("CHAT_IMAGE_MAX_PIXELS", 1),
+        ("CHAT_IMAGE_MAX_SIDE", 64),
+        ("CHAT_IMAGE_TOKENS", 0),
+    ):
+        value = getattr(settings, name)
+        if not isinstance(value, int) or value < least:
+            problems.append(
+                checks.Error(
+                    f"{name} is {value!r}.",
+                    hint=f"Set {name} to a whole number of at least {least}.",
+                    id="chatsite.E004",
+                )
+            )
+    public = str(settings.MEDIA_ROOT).rstrip("/")
+    if public and public == str(settings.STATIC_ROOT).rstrip("/"):
+        problems.append(
+            checks.Error(
+                "MEDIA_ROOT is STATIC_ROOT: attachments would be served to anyone.",
+                hint="Give MEDIA_ROOT a folder of its own, outside STATIC_ROOT.",
+                id="chatsite.E005",
+            )
+        )
+    return problems
+
+
+@checks.register(TAG)
 def check_document_limits(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
     # The PDF/Word parser's child needs ~100 MB of address space to start (Python, pypdf,
     # lxml): less and every PDF would be refused as "too much memory".

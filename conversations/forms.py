@@ -9,11 +9,32 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.validators import MaxLengthValidator
 
+from conversations.attachments import services as attachment_services
 from conversations.llm import registry as llm
 from conversations.options import ConversationSettings
 
 if TYPE_CHECKING:
     from .models import Conversation
+
+
+# What the file picker offers (a hint: what a file is, is read from its bytes).
+ACCEPT = (
+    "image/png,image/jpeg,image/webp,image/gif,application/pdf,.pdf,.docx,text/*,"
+    ".txt,.md,.markdown,.csv,.json,.py,.js,.ts,.html,.css,.sql,.sh,.yaml,.yml,.toml,.xml"
+)
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Any number of files; what each is, `clean_attachments` finds out."""
+
+    def clean(self, data: Any, initial: Any = None) -> Any:
+        if not data:
+            return []
+        return list(data) if isinstance(data, list | tuple) else [data]
 
 
 class MessageForm(forms.Form):
@@ -32,6 +53,12 @@ class MessageForm(forms.Form):
         ),
     )
 
+    attachments = MultipleFileField(
+        label="Attach files",
+        required=False,
+        widget=MultipleFileInput(attrs={"accept": ACCEPT, "class": "composer-files"}),
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # A validator rather than max_length: the widget gets no maxlength attribute,
@@ -45,6 +72,18 @@ class MessageForm(forms.Form):
                 ),
             )
         )
+
+    def clean_attachments(self) -> list[attachment_services.Prepared]:
+        """Every attached file checked and prepared (images cleaned), or the first error:
+        nothing of the message is saved unless all of them are good."""
+        uploads = self.cleaned_data.get("attachments") or []
+        captions = self.data.getlist("caption") if hasattr(self.data, "getlist") else []
+        try:
+            return attachment_services.prepare(uploads, captions)
+        except attachment_services.AttachmentRejected as exc:
+            raise forms.ValidationError(
+                exc.user_message + " Nothing was sent: attach the files again.", code="file"
+            ) from None
 
 
 class ImportForm(forms.Form):
@@ -84,7 +123,12 @@ class AdminImportForm(ImportForm):
 
 
 class EditForm(MessageForm):
-    """A user message sent again with new text (as an alternative to the original)."""
+    """A user message sent again with new text (as an alternative to the original);
+    it keeps the original's attachments (none are added here)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        del self.fields["attachments"]
 
 
 class ConversationSettingsForm(forms.Form):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, include, path, register_converter
 
 from .params import IdConverter
-from .web import chat, history, pages, stream, transfer
+from .web import attachments, chat, history, pages, stream, transfer
 
 register_converter(IdConverter, "id")
 
@@ -28,6 +28,8 @@ conversation_urls: list[URLPattern | URLResolver] = [
     path("earlier/", chat.earlier, name="earlier"),
     path("export/<str:fmt>/", transfer.export_conversation, name="export"),
     path("m/<id:message_id>/", include(message_urls)),
+    path("a/<id:attachment_id>/", attachments.attachment, name="attachment"),
+    path("a/<id:attachment_id>/thumbnail/", attachments.thumbnail, name="attachment_thumbnail"),
 ]
 
 urlpatterns = [

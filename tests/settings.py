@@ -76,6 +76,16 @@ PINNED = {
     "CHAT_CONTEXT_WINDOW": "8192",
     # Chat behaviour.
     "CHAT_MAX_MESSAGE_CHARS": "20000",
+    # Attachments: the default here, set to this run's temporary folder below.
+    "MEDIA_ROOT": "",
+    "ATTACHMENTS_STORAGE_BACKEND": "django.core.files.storage.FileSystemStorage",
+    "ATTACHMENTS_STORAGE_OPTIONS": "{}",
+    "CHAT_ATTACHMENTS_PER_MESSAGE": "8",
+    "CHAT_ATTACHMENT_MAX_BYTES": str(20 * 1024 * 1024),
+    "CHAT_IMAGE_MAX_PIXELS": "40000000",
+    "CHAT_IMAGE_MAX_SIDE": "2048",
+    "CHAT_VISION_MODELS": "gpt-4o*,fake-vision*",
+    "CHAT_IMAGE_TOKENS": "0",
     # No limits on generations unless a test sets them (tests/chat/test_limits.py).
     "CHAT_MAX_CONCURRENT_REPLIES": "0",
     "CHAT_MAX_MESSAGES_PER_MINUTE": "0",
@@ -141,6 +151,7 @@ from chatsite.settings import DATABASES  # noqa: E402
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 STATIC_ROOT = _tmp / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
+MEDIA_ROOT = _tmp / "media"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if DATABASES["default"]["ENGINE"] in ("django.db.backends.sqlite3", "chatsite.sqlite"):

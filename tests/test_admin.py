@@ -430,8 +430,9 @@ def test_export_queries_grow_per_batch_not_per_conversation(
     with CaptureQueriesContext(connection) as queries:
         text = body(response)
 
-    # One query walks the conversations, then one per batch of 10 fetches their messages.
-    assert len(queries) == 1 + math.ceil(45 / 10)
+    # One query walks the conversations, then per batch of 10 one fetches their messages
+    # and one their attachments.
+    assert len(queries) == 1 + 2 * math.ceil(45 / 10)
     assert all(c.title in text for c in conversations)
 
 

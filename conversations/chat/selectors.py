@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.db.models import prefetch_related_objects
+
 from conversations import tree
 from conversations.generation import lifecycle
 from conversations.models import Conversation, Message, Versions
@@ -52,7 +54,7 @@ def thread(*, conversation: Conversation, through: Message | None = None) -> lis
     with `through`, the branch holding that message instead (its newest continuation).
 
     Each message gets `versions`: its place among its alternatives; an orphaned reply
-    shows as interrupted (`lifecycle.as_seen`). One query.
+    shows as interrupted (`lifecycle.as_seen`). Two queries (the messages, their attachments).
     """
     messages = list(conversation.messages.all())
     children = tree.children(messages)
@@ -65,6 +67,8 @@ def thread(*, conversation: Conversation, through: Message | None = None) -> lis
     for message in path:
         message.versions = tree.versions(message, children[message.parent_id])
         lifecycle.as_seen(message)
+    # The images and documents shown with the user's messages: one more query.
+    prefetch_related_objects([m for m in path if m.role == Message.Role.USER], "attachments")
     return path
 
 

@@ -7,6 +7,7 @@ The user's message is committed before the model is called: the reply is created
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from django.conf import settings
@@ -14,9 +15,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations import chatlog
+from conversations.attachments import services as attachment_services
 from conversations.chat import limits, selectors
 from conversations.generation.lifecycle import replies_interrupt_stale, reply_start
 from conversations.llm import registry as llm
+from conversations.llm import vision
 from conversations.models import Conversation, Message
 from conversations.options import ConversationSettings
 
@@ -112,6 +115,21 @@ def _pending_reply(
     return reply
 
 
+def images_refused(*, conversation: Conversation, question: Message) -> str | None:
+    """Why the reply to `question` cannot be asked for (its images, a model that cannot
+    see them), or None. Said before any call: the question and its images are kept."""
+    model = conversation.model or llm.default_model()
+    if vision.takes_images(model):
+        return None
+    if not any(attachment.is_image for attachment in question.attachments.all()):
+        return None
+    label = llm.model_option(model).label
+    return (
+        f"The model “{label}” cannot see images, so it was not asked. Choose a model that "
+        "can in Settings, then press Retry."
+    )
+
+
 @transaction.atomic
 def message_send(
     *,
@@ -120,13 +138,16 @@ def message_send(
     content: str,
     options: ConversationSettings | None = None,
     after: int | None = None,
+    attachments: Sequence[attachment_services.Prepared] = (),
 ) -> tuple[Conversation, Message, Message]:
     """Save the user's message (creating the conversation if needed) and start the reply.
 
     The message follows the last message of the branch saved as shown, or message
     `after` of this conversation (the page showed another branch). A new conversation gets
     `options` (by default the site's). The message is committed and logged before the
-    model is called. Raises `ConversationBusy` if a reply is still being written in this
+    model is called, with its `attachments` (prepared: `attachment_services.prepare`); with
+    images for a model that cannot see them, the reply ends at once saying so (the model is
+    not called). Raises `ConversationBusy` if a reply is still being written in this
     conversation, `LimitReached` (nothing saved) over the user's per-minute limit; over
     their other limits the message is saved and its reply ended as an error.
     """
@@ -154,6 +175,8 @@ def message_send(
         content=content,
         status=Message.Status.COMPLETE,
     )
+    if attachment_services.attachments_save(message=question, prepared=attachments):
+        refused = refused or images_refused(conversation=conversation, question=question)
     transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
     reply = _pending_reply(conversation=conversation, question_id=question.pk, refused=refused)
     return conversation, question, reply
@@ -177,6 +200,9 @@ def reply_regenerate(*, reply: Message) -> Message:
     reply.refresh_from_db()
     if not reply.is_regenerable or not selectors.message_is_last(message=reply):
         raise NotRetryable()
+    question = Message.objects.filter(pk=reply.parent_id or 0).first()
+    if question is not None:
+        refused = refused or images_refused(conversation=conversation, question=question)
     return _pending_reply(conversation=conversation, question_id=reply.parent_id, refused=refused)
 
 
@@ -203,6 +229,9 @@ def message_edit(*, user: User, message: Message, content: str) -> tuple[Message
         content=content,
         status=Message.Status.COMPLETE,
     )
+    # The edited question keeps the original's images and documents.
+    if attachment_services.attachments_copy(source=message, target=question):
+        refused = refused or images_refused(conversation=conversation, question=question)
     transaction.on_commit(lambda: chatlog.log_message(question, username=user.get_username()))
     reply = _pending_reply(conversation=conversation, question_id=question.pk, refused=refused)
     return question, reply

@@ -1,9 +1,14 @@
 """What the model is sent for a reply: its system prompt and the turns of its branch,
-fitted to the model's context window (see `llm.context`).
+fitted to the model's context window (see `llm.context`). A user message's images go
+as OpenAI content parts (a text part, then `image_url` parts with data URLs) to models
+that take images; others get a note naming each image instead. The branch's documents
+go into the system message (`_with_documents`).
 """
 
 from __future__ import annotations
 
+import base64
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,9 +16,11 @@ from django.conf import settings
 from django.db.models.functions import Length
 
 from conversations import tree
+from conversations.attachments import selectors as attachment_selectors
 from conversations.attachments.retrieval import document_context
 from conversations.llm import registry as llm
-from conversations.llm.context import ReplyContext, fit, prompt_budget
+from conversations.llm import vision
+from conversations.llm.context import ChatMessage, ReplyContext, fit, prompt_budget, text_of
 from conversations.models import Attachment, Message
 
 
@@ -23,7 +30,7 @@ class BranchContext(ReplyContext):
     sources: list[dict[str, Any]] = field(default_factory=list)
 
 
-def model_context(*, reply: Message) -> list[dict[str, str]]:
+def model_context(*, reply: Message) -> list[ChatMessage]:
     """What the model is sent for `reply` (see `reply_context`)."""
     return reply_context(reply=reply).messages
 
@@ -32,46 +39,81 @@ def reply_context(*, reply: Message) -> BranchContext:
     """What the model is sent for `reply`: its system prompt, then the turns of its branch.
 
     Only the branch leading to `reply` (from the user message it answers up to the root):
-    never another branch, never anything after it. Only user text and finished (complete
-    or stopped) reply text is sent — never error text, never a failed attempt. The system
-    prompt, model and reply length are those recorded on `reply`. If it all does not fit
-    the model's context window, the oldest turns are left out (see `_fit`).
+    never another branch, never anything after it. Only user text (with its images) and
+    finished (complete or stopped) reply text is sent — never error text, never a failed
+    attempt. The system prompt, model and reply length are those recorded on `reply`. If
+    it all does not fit the model's context window, the oldest turns are left out (see
+    `_fit`); images count by `vision.image_tokens`.
     """
     rows = Message.objects.filter(conversation_id=reply.conversation_id).only(
         "id", "parent_id", "role", "content", "status"
     )
     by_id = {m.pk: m for m in rows}
     start = by_id.get(reply.parent_id) if reply.parent_id is not None else None
-    path = tree.path_to(start, by_id)
-    turns = [
-        {"role": message.role, "content": message.content}
-        for message in path
+    path = [
+        message
+        for message in tree.path_to(start, by_id)
         if message.role == Message.Role.USER
         or (message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content)
     ]
-    system = []
+    model = reply.model or llm.default_model()
+    images = _images(path)
+    turns: list[ChatMessage] = []
+    costs: list[int] = []
+    for message in path:
+        turn, cost = _turn(message, images.get(message.pk, []), model=model)
+        turns.append(turn)
+        costs.append(cost)
+    system: list[ChatMessage] = []
     if reply.system_prompt.strip():
         system.append({"role": "system", "content": reply.system_prompt})
-    model = reply.model or llm.default_model()
-    system, sources = _with_documents(system, turns, path, reply=reply, model=model)
-    fitted = fit(system, turns, model=model, max_tokens=reply.max_tokens)
+    system, sources = _with_documents(system, turns, costs, path, reply=reply, model=model)
+    fitted = fit(system, turns, model=model, max_tokens=reply.max_tokens, image_tokens=costs)
     return BranchContext(fitted.messages, fitted.omitted, sources)
 
 
+def _images(path: list[Message]) -> dict[int, list[Attachment]]:
+    ids = [m.pk for m in path if m.role == Message.Role.USER]
+    found: dict[int, list[Attachment]] = defaultdict(list)
+    if ids:
+        for image in Attachment.objects.filter(message_id__in=ids, kind=Attachment.Kind.IMAGE):
+            found[image.message_id].append(image)
+    return found
+
+
+def _turn(message: Message, images: list[Attachment], *, model: str) -> tuple[ChatMessage, int]:
+    """The turn as sent, and what its images cost in tokens."""
+    if not images:
+        return {"role": message.role, "content": message.content}, 0
+    if not vision.takes_images(model):
+        names = ", ".join(f"“{image.caption or image.name}”" for image in images)
+        note = f"\n\n[Images attached here, which this model cannot see: {names}]"
+        return {"role": message.role, "content": message.content + note}, 0
+    parts: list[dict[str, object]] = [{"type": "text", "text": message.content}]
+    for image in images:
+        data = base64.b64encode(attachment_selectors.attachment_bytes(image)).decode("ascii")
+        url = f"data:{image.content_type};base64,{data}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    cost = sum(vision.image_tokens(image.width or 0, image.height or 0) for image in images)
+    return {"role": message.role, "content": parts}, cost
+
+
 def _with_documents(
-    system: list[dict[str, str]],
-    turns: list[dict[str, str]],
+    system: list[ChatMessage],
+    turns: list[ChatMessage],
+    costs: list[int],
     path: list[Message],
     *,
     reply: Message,
     model: str,
-) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
     """`system` with the branch's documents added (see `retrieval.document_context`).
 
     The documents of the user messages on the branch — the question's own and earlier
     ones — in conversation order, within CHAT_DOCUMENT_CONTEXT_SHARE of what the prompt
-    budget leaves after the system prompt and the question. In the system message, so
-    that fitting leaves out old turns before them and they are sent once, not per turn.
+    budget leaves after the system prompt and the question (its images included). In the
+    system message, so that fitting leaves out old turns before them and they are sent
+    once, not per turn.
     """
     position = {m.pk: i for i, m in enumerate(path) if m.role == Message.Role.USER}
     # The texts (megabytes, maybe) are read only if they might fit whole.
@@ -83,8 +125,12 @@ def _with_documents(
     documents = sorted(rows, key=lambda a: (position[a.message_id], a.pk))
     if not documents:
         return system, []
-    question = _text(turns[-1]["content"]) if turns and turns[-1]["role"] == "user" else ""
-    fixed = llm.count_tokens(system + turns[-1:], model=model)
+    asked = turns and turns[-1]["role"] == "user"
+    question = text_of(turns[-1]) if asked else ""
+    fixed = llm.count_tokens(
+        [{"role": str(m["role"]), "content": text_of(m)} for m in system + turns[-1:]],
+        model=model,
+    ) + (costs[-1] if costs else 0)
     room = prompt_budget(model=model, max_tokens=reply.max_tokens) - fixed
     found = document_context(
         documents,
@@ -94,19 +140,6 @@ def _with_documents(
     )
     if not found.text:
         return system, []
-    prompt = "\n\n".join(m["content"] for m in system)
+    prompt = "\n\n".join(text_of(m) for m in system)
     content = f"{prompt}\n\n{found.text}" if prompt else found.text
     return [{"role": "system", "content": content}], [s.as_json() for s in found.sources]
-
-
-def _text(content: object) -> str:
-    """The text of a message's content: a string, or the text parts of content parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""

@@ -33,6 +33,8 @@ def conversation_delete(*, user: User, conversation: Conversation) -> int:
     """Delete the conversation with all its messages, and log it; returns the message count.
 
     A reply still being written is stopped first, so that nothing writes to deleted rows.
+    Its attachments' files are deleted from storage once the deletion is committed
+    (`attachment_services.file_delete_after`, which also covers a user deleted whole).
     """
     for reply in conversation.messages.filter(status__in=Message.IN_FLIGHT):
         reply_stop(reply=reply)

@@ -1,20 +1,25 @@
 """The prompt budget and fitting it: leave out the oldest whole turns until the rest fits
-the model's context window. Pure: counting goes through `registry.count_tokens`.
+the model's context window. Pure: counting goes through `registry.count_tokens`, and
+images (content parts) count what their turn says they cost (`vision.image_tokens`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from conversations.llm import registry as llm
 
 TRUNCATED_NOTE = "[The start of this message was left out to fit the model's context window.]\n\n…"
 
+# A message as sent: "content" is text, or OpenAI content parts (text and image_url).
+ChatMessage = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class ReplyContext:
-    messages: list[dict[str, str]]
+    messages: list[ChatMessage]
     omitted: int  # earlier messages left out to fit the model's context window
 
 
@@ -29,24 +34,49 @@ def prompt_budget(*, model: str, max_tokens: int | None) -> int:
     return window - min(reserve, window // 2)
 
 
+def text_of(message: ChatMessage) -> str:
+    """A message's text: its content, or the text parts of its content parts."""
+    content = message.get("content", "")
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return str(content)
+
+
+def _as_text(message: ChatMessage) -> dict[str, str]:
+    return {"role": str(message["role"]), "content": text_of(message)}
+
+
 def fit(
-    system: list[dict[str, str]],
-    turns: list[dict[str, str]],
+    system: list[ChatMessage],
+    turns: list[ChatMessage],
     *,
     model: str,
     max_tokens: int | None,
+    image_tokens: Sequence[int] = (),
 ) -> ReplyContext:
     """Leave out the oldest whole turns (a question and its replies) until the rest fits.
 
+    `image_tokens[i]` is what the images of `turns[i]` cost (none where it is shorter).
     The system prompt and the newest message always stay; if even they do not fit, the
-    newest message loses its start (with a note saying so) rather than the call failing.
+    newest message loses the start of its text (with a note saying so; its images stay)
+    rather than the call failing.
     """
     budget = prompt_budget(model=model, max_tokens=max_tokens)
+    images = [*image_tokens, *[0] * (len(turns) - len(image_tokens))]
 
-    def fits(messages: list[dict[str, str]]) -> bool:
-        return llm.count_tokens(messages, model=model) <= budget
+    def fits(start: int, last: ChatMessage | None = None) -> bool:
+        """Whether the system prompt and turns[start:] (the newest as `last`) fit."""
+        kept = turns[start:]
+        if last is not None:
+            kept = [*kept[:-1], last]
+        counted = llm.count_tokens([_as_text(m) for m in system + kept], model=model)
+        return counted + sum(images[start:]) <= budget
 
-    if not turns or fits(system + turns):
+    if not turns or fits(0):
         return ReplyContext(system + turns, 0)
     # Turns start at each user message; the last one (the question answered) always stays.
     starts = [i for i, turn in enumerate(turns) if turn["role"] == "user" and i > 0]
@@ -55,29 +85,36 @@ def fit(
     low, high = min(1, len(cuts) - 1), len(cuts) - 1
     while low < high:
         middle = (low + high) // 2
-        if fits(system + turns[cuts[middle] :]):
+        if fits(cuts[middle]):
             high = middle
         else:
             low = middle + 1
-    kept = turns[cuts[low] :]
-    if low < len(cuts) - 1 or fits(system + kept):
-        return ReplyContext(system + kept, cuts[low])
-    return ReplyContext(system + _truncated(system, kept[-1], fits), len(turns) - 1)
+    start = cuts[low]
+    if low < len(cuts) - 1 or fits(start):
+        return ReplyContext(system + turns[start:], start)
+    last = _truncated(turns[-1], lambda message: fits(start, message))
+    return ReplyContext([*system, last], len(turns) - 1)
 
 
-def _truncated(
-    system: list[dict[str, str]], last: dict[str, str], fits: Callable[[list[dict[str, str]]], bool]
-) -> list[dict[str, str]]:
-    """`last` with as much of its end as fits after the system prompt, behind a note."""
-    text = last["content"]
+def _with_text(message: ChatMessage, text: str) -> ChatMessage:
+    content = message.get("content")
+    if isinstance(content, list):
+        parts = [part for part in content if part.get("type") != "text"]
+        return {**message, "content": [{"type": "text", "text": text}, *parts]}
+    return {**message, "content": text}
 
-    def shortened(keep: int) -> list[dict[str, str]]:
-        return [{"role": last["role"], "content": TRUNCATED_NOTE + text[len(text) - keep :]}]
+
+def _truncated(last: ChatMessage, fits: Callable[[ChatMessage], bool]) -> ChatMessage:
+    """`last` with as much of the end of its text as fits after the system prompt, behind a note."""
+    text = text_of(last)
+
+    def shortened(keep: int) -> ChatMessage:
+        return _with_text(last, TRUNCATED_NOTE + text[len(text) - keep :])
 
     low, high = 0, len(text)
     while low < high:
         middle = (low + high + 1) // 2
-        if fits(system + shortened(middle)):
+        if fits(shortened(middle)):
             low = middle
         else:
             high = middle - 1

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Iterable
 
 from django.conf import settings
 
+from . import vision
 from .backends import local, openai
-from .base import LOCAL_PREFIX, Backend, Chunk, ModelOption, NotConfigured
+from .base import LOCAL_PREFIX, Backend, BadRequest, Chunk, ModelOption, NotConfigured
 
 
 def remote_configured() -> bool:
@@ -145,6 +146,7 @@ async def stream_chat(
     is closed (the server stops), a local generation stops at its next token. Raises
     `LLMError` (or a subclass) for every failure.
     """
+    messages = list(messages)
     backend: Backend
     if model_option(model).backend == "local":
         backend = local
@@ -152,10 +154,21 @@ async def stream_chat(
         raise NotConfigured(_not_configured_message())
     else:
         backend = openai
-    async for chunk in backend.stream_chat(
-        messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
-    ):
-        yield chunk
+    try:
+        async for chunk in backend.stream_chat(
+            messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
+        ):
+            yield chunk
+    except BadRequest as exc:
+        # A server that will not take images for this model: remembered (this process),
+        # so that the next message with images is refused before any call.
+        if not vision.has_image_parts(messages) or not vision.mentions_images(exc.user_message):
+            raise
+        vision.remember_refusal(model)
+        raise BadRequest(
+            f"The model “{model}” does not take images. Choose a model that can see images "
+            f"in Settings, then press Retry. ({exc.user_message})"
+        ) from exc
 
 
 def server_label() -> str:

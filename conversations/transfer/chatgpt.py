@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, IntegrityError, transaction
 
+from conversations.attachments import services as attachment_services
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
 from conversations.text import strip_nul
+from conversations.transfer import chatgpt_files
 from conversations.transfer.results import ImportResult, skipped
 from conversations.transfer.saving import EARLIEST, LATEST, conversation_create
 
@@ -80,6 +82,8 @@ class ParsedMessage:
     created: datetime
     # The node ids whose text was appended to this message (for current_node).
     nodes: list[str] = field(default_factory=list)
+    # A user message's images: asset pointers to files of the export's zip.
+    images: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -347,6 +351,7 @@ def _visit(
         model=model,
         created=created or (above.created if above else None) or fallback_time or _NO_TIME,
         nodes=[node_id],
+        images=chatgpt_files.image_pointers(content) if role == "user" else [],
     )
     messages.append(parsed)
     return parsed, False
@@ -367,7 +372,9 @@ def conversation_model(slug: str) -> str:
     return llm.default_model()
 
 
-def _save(parsed: ParsedConversation, owner: User) -> Conversation:
+def _save(
+    parsed: ParsedConversation, owner: User, files: chatgpt_files.ZipFiles | None
+) -> Conversation:
     conversation = Conversation(
         owner=owner,
         title=strip_nul(parsed.title),
@@ -397,13 +404,39 @@ def _save(parsed: ParsedConversation, owner: User) -> Conversation:
         [(rows[id(m)], rows[id(m.parent)] if m.parent is not None else None) for m in ordered],
         current=rows[id(parsed.current)] if parsed.current is not None else None,
     )
+    if files is not None:
+        _save_images(parsed, rows, files)
     return conversation
 
 
+def _save_images(
+    parsed: ParsedConversation, rows: dict[int, Message], files: chatgpt_files.ZipFiles
+) -> None:
+    """The zip's images of each user message, as its attachments (in the transaction)."""
+    saved: list[str] = []
+    try:
+        for m in parsed.messages:
+            prepared = files.prepared(m.images) if m.images else []
+            if prepared:
+                stored = attachment_services.attachments_save(
+                    message=rows[id(m)], prepared=prepared
+                )
+                saved += [a.file.name or "" for a in stored]
+    except BaseException:
+        attachment_services.files_delete(saved)
+        raise
+
+
 def conversation_import(
-    *, raw: Any, position: int, owner: User, result: ImportResult
+    *,
+    raw: Any,
+    position: int,
+    owner: User,
+    result: ImportResult,
+    files: chatgpt_files.ZipFiles | None = None,
 ) -> Conversation | None:
-    """Import one ChatGPT conversation for `owner`, in a transaction of its own.
+    """Import one ChatGPT conversation for `owner`, in a transaction of its own; with the
+    `files` of its zip, the images users attached come in as their messages' attachments.
 
     Adds to `result` what happened; returns the new conversation, or None when skipped
     (already imported — same ChatGPT id for this owner — or unreadable, with the reason).
@@ -416,7 +449,7 @@ def conversation_import(
             result.skipped.append(skipped(position, raw, "already imported", duplicate=True))
             return None
         with transaction.atomic():
-            conversation = _save(parsed, owner)
+            conversation = _save(parsed, owner, files)
     except CorruptConversation as exc:
         result.skipped.append(skipped(position, raw, str(exc)))
         return None

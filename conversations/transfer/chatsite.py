@@ -6,20 +6,24 @@ The export is streamed: its "conversations" are read and imported one at a time
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from conversations.attachments import services as attachment_services
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
 from conversations.text import strip_nul
@@ -45,6 +49,8 @@ class _Entry:
     messages: list[tuple[Any, Any, Message]]
     # The source id of the last message of the branch shown (None: the newest).
     current: Any = None
+    # Source message id -> its attachments, checked and prepared as uploads are.
+    attachments: dict[Any, list[attachment_services.Prepared]] = field(default_factory=dict)
 
 
 def _timestamp(value: Any, what: str) -> datetime:
@@ -170,6 +176,38 @@ def _parse_message(raw: Any, position: int) -> tuple[Any, Any, Message]:
     return source_id, parent_id, message
 
 
+def _parse_attachments(raw: dict[str, Any], what: str) -> list[attachment_services.Prepared]:
+    """A message's exported attachments, each checked as an upload is (an image cleaned
+    again, a document read again): one that is not good makes the whole entry invalid."""
+    found = raw.get("attachments")
+    if found is None:
+        return []
+    if not isinstance(found, list):
+        raise _Invalid(f"{what}: attachments is not a list")
+    limit = settings.CHAT_ATTACHMENTS_PER_MESSAGE
+    if len(found) > limit:
+        raise _Invalid(f"{what}: {len(found)} attachments; a message carries at most {limit}")
+    prepared = []
+    for index, item in enumerate(found, start=1):
+        where = f"{what}: attachment {index}"
+        if not isinstance(item, dict):
+            raise _Invalid(f"{where} is not an object")
+        name = attachment_services.clean_name(_text(item, "name", where))
+        data = item.get("data")
+        if not isinstance(data, str):
+            raise _Invalid(f"{where} ({name}) has no data")
+        try:
+            content = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise _Invalid(f"{where} ({name}): its data is not base64") from None
+        caption = attachment_services.clean_caption(_text(item, "caption", where))
+        try:
+            prepared.append(attachment_services.prepare_data(content, name=name, caption=caption))
+        except attachment_services.AttachmentRejected as exc:
+            raise _Invalid(f"{where}: {exc.user_message}") from None
+    return prepared
+
+
 def _parse_entry(raw: Any) -> _Entry:
     if not isinstance(raw, dict):
         raise _Invalid("not an object")
@@ -196,6 +234,13 @@ def _parse_entry(raw: Any) -> _Entry:
     if not isinstance(raw_messages, list):
         raise _Invalid('"messages" is not a list')
     messages = [_parse_message(m, i) for i, m in enumerate(raw_messages, start=1)]
+    attachments = {}
+    for position, (source_id, _, message) in enumerate(messages, start=1):
+        prepared = _parse_attachments(raw_messages[position - 1], f"message {position}")
+        if prepared and message.role != Message.Role.USER:
+            raise _Invalid(f"message {position}: only the user's messages carry attachments")
+        if prepared:
+            attachments[source_id] = prepared
     ids = {source_id for source_id, _, _ in messages}
     if len(ids) != len(messages):
         raise _Invalid("two messages have the same id")
@@ -214,6 +259,7 @@ def _parse_entry(raw: Any) -> _Entry:
         conversation=conversation,
         messages=messages,
         current=current,
+        attachments=attachments,
     )
 
 
@@ -228,6 +274,16 @@ def _create(entry: _Entry, owner: User) -> None:
         ],
         current=by_source[entry.current] if entry.current is not None else None,
     )
+    saved: list[str] = []
+    try:
+        for source_id, prepared in entry.attachments.items():
+            message = by_source[source_id]
+            stored = attachment_services.attachments_save(message=message, prepared=prepared)
+            saved += [a.file.name or "" for a in stored]
+    except BaseException:
+        # The transaction leaves no row; the files written are removed too.
+        attachment_services.files_delete(saved)
+        raise
 
 
 NOT_CHATSITE = f'Not a chatsite export (no "format": "{FORMAT}").'

@@ -12,17 +12,20 @@ without duplicating anything.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from conversations.attachments import selectors as attachment_selectors
 from conversations.chat import selectors
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 from conversations.text import one_line
 
 if TYPE_CHECKING:
@@ -60,7 +63,11 @@ def _iter_conversations(
     queryset: QuerySet[Conversation], *, batch_size: int | None
 ) -> Iterator[Conversation]:
     """The conversations of `queryset` with owner and messages, fetched batch by batch."""
-    messages = Prefetch("messages", queryset=Message.objects.order_by("created", "id"))
+    # Each batch: one query for its messages, one for their attachments.
+    messages = Prefetch(
+        "messages",
+        queryset=Message.objects.order_by("created", "id").prefetch_related("attachments"),
+    )
     qs = queryset.select_related("owner").prefetch_related(None).prefetch_related(messages)
     if not qs.ordered:
         qs = qs.order_by("pk")
@@ -72,8 +79,33 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def attachment_to_dict(attachment: Attachment) -> dict[str, Any]:
+    """One attachment as it appears in the JSON export: its file inline, in base64."""
+    return {
+        "kind": attachment.kind,
+        "name": attachment.name,
+        "content_type": attachment.content_type,
+        "caption": attachment.caption,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+        "width": attachment.width,
+        "height": attachment.height,
+        "pages": attachment.pages,
+        "created": _iso(attachment.created),
+        "data": base64.b64encode(attachment_selectors.attachment_bytes(attachment)).decode("ascii"),
+    }
+
+
 def message_to_dict(message: Message) -> dict[str, Any]:
-    """One message as it appears in the JSON export."""
+    """One message as it appears in the JSON export (with "attachments" when it has any)."""
+    found = _message_fields(message)
+    attachments = list(message.attachments.all())
+    if attachments:
+        found["attachments"] = [attachment_to_dict(a) for a in attachments]
+    return found
+
+
+def _message_fields(message: Message) -> dict[str, Any]:
     return {
         "id": message.pk,
         "parent_id": message.parent_id,
@@ -252,9 +284,25 @@ def _markdown_message(message: Message, *, level: int = 2, note: str = "") -> st
     if details:
         parts += [" · ".join(details), ""]
     parts.append(message.content.strip("\n") if message.content else "*(no text)*")
+    attachments = list(message.attachments.all())
+    if attachments:
+        # By name: the files are in the JSON export (and on the conversation's page).
+        parts += ["", *(f"- Attached: {_attachment_line(a)}" for a in attachments)]
     if message.error:
         parts += ["", _quote(f"**Error:** {message.error}")]
     return "\n".join(parts) + "\n"
+
+
+def _attachment_line(attachment: Attachment) -> str:
+    name = attachment.name.replace("\\", "\\\\").replace("]", "\\]").replace("[", "\\[")
+    target = quote(attachment.name)
+    line = f"[{name}]({target}) ({attachment.content_type}, {attachment.size:,} bytes"
+    if attachment.pages:
+        line += f", {attachment.pages} pages"
+    line += ")"
+    if attachment.caption:
+        line += f" — {one_line(attachment.caption)}"
+    return line
 
 
 def _markdown_conversation(conversation: Conversation) -> str:

@@ -55,6 +55,33 @@ def _messages(raw: dict[str, Any]) -> tuple[str, list[Any]]:
     return "", []
 
 
+def _attachments_problem(message: Any, position: int) -> str | None:
+    """Why a chatsite message's attachments are too big to import, or None: each file's
+    base64 is bounded by CHAT_ATTACHMENT_MAX_BYTES, the rest of them as texts."""
+    found = message.get("attachments") if isinstance(message, dict) else None
+    if not isinstance(found, list):
+        return None
+    file_limit = int(settings.CHAT_ATTACHMENT_MAX_BYTES)
+    encoded_limit = 4 * ((file_limit + 2) // 3)
+    string_limit = int(settings.CHAT_IMPORT_MAX_STRING_BYTES)
+    for item in found:
+        if not isinstance(item, dict):
+            continue
+        data = item.get("data")
+        if isinstance(data, str) and len(data) > encoded_limit:
+            return (
+                f"message {position} has an attachment of {mib(len(data) * 3 // 4)}; the "
+                f"largest is {mib(file_limit)} (CHAT_ATTACHMENT_MAX_BYTES)"
+            )
+        for text in _texts({k: v for k, v in item.items() if k != "data"}):
+            if _size(text) > string_limit:
+                return (
+                    f"message {position} has an attachment with a text of {mib(_size(text))}; "
+                    f"the longest imported is {mib(string_limit)} (CHAT_IMPORT_MAX_STRING_BYTES)"
+                )
+    return None
+
+
 def entry_problem(raw: Any) -> str | None:
     """Why the conversation entry `raw` (either format) is too big to import, or None."""
     if isinstance(raw, Oversized):
@@ -84,6 +111,12 @@ def entry_problem(raw: Any) -> str | None:
     if problem:
         return problem
     for position, message in enumerate(messages, start=1):
+        problem = _attachments_problem(message, position)
+        if problem:
+            return problem
+        if isinstance(message, dict) and key == "messages":
+            # Attachments' files are bounded by their own limit (above), not as texts.
+            message = {k: v for k, v in message.items() if k != "attachments"}
         texts = _texts(message)
         problem = too_long(texts, f"message {position}")
         if problem:

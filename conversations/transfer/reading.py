@@ -29,7 +29,7 @@ from django.conf import settings
 
 from conversations import chatlog
 from conversations.models import Conversation
-from conversations.transfer import chatgpt, limits
+from conversations.transfer import chatgpt, chatgpt_files, limits
 from conversations.transfer import chatsite as chatsite_json
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError
 from conversations.transfer.results import (
@@ -205,6 +205,7 @@ def _import_chatgpt(
     result: ImportResult,
     start: int,
     check: Callable[[], None],
+    files: chatgpt_files.ZipFiles | None = None,
 ) -> int:
     if owner is None:
         raise OwnerRequired(OWNER_REQUIRED)
@@ -217,7 +218,7 @@ def _import_chatgpt(
             continue
         before = result.messages_imported
         conversation = chatgpt.conversation_import(
-            raw=raw, position=position, owner=owner, result=result
+            raw=raw, position=position, owner=owner, result=result, files=files
         )
         if conversation is not None:
             _log(conversation, result.messages_imported - before)
@@ -231,11 +232,14 @@ def _import_stream(
     result: ImportResult,
     start: int,
     check: Callable[[], None],
+    files: chatgpt_files.ZipFiles | None = None,
 ) -> tuple[str, int]:
     """Import one JSON document; returns (its format, the last entry position)."""
     if stream.first_char() == "[":
         items = stream.array_items()
-        return CHATGPT, _import_chatgpt(items, owner=owner, result=result, start=start, check=check)
+        return CHATGPT, _import_chatgpt(
+            items, owner=owner, result=result, start=start, check=check, files=files
+        )
     members = stream.object_members(stream=chatsite_json.STREAMED)
 
     def imported(conversation: Conversation, messages: int) -> None:
@@ -255,7 +259,7 @@ def _import_stream(
     if "mapping" in header:
         # One ChatGPT conversation on its own.
         return CHATGPT, _import_chatgpt(
-            [header], owner=owner, result=result, start=start, check=check
+            [header], owner=owner, result=result, start=start, check=check, files=files
         )
     raise ImportRefused(_NOT_AN_EXPORT)
 
@@ -317,6 +321,7 @@ def file_import(
                 )
         else:
             with zipfile.ZipFile(path) as archive:
+                files = chatgpt_files.ZipFiles(archive)
                 for name in upload.members:
                     member: IO[bytes]
                     with archive.open(name) as member:
@@ -327,6 +332,7 @@ def file_import(
                                 result=result,
                                 start=position,
                                 check=check,
+                                files=files,
                             )
                         except (JSONStreamError, ImportRefused) as exc:
                             raise ImportRefused(f"{name}: {exc}") from exc

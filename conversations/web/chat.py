@@ -158,7 +158,7 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
         if conversation_id is not None
         else None
     )
-    form = MessageForm(request.POST)
+    form = MessageForm(request.POST, request.FILES)
     # A new chat's first message carries its settings (the composer's settings panel).
     settings_form = ConversationSettingsForm(request.POST) if conv is None else None
     settings_valid = settings_form is None or settings_form.is_valid()
@@ -172,6 +172,7 @@ def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
             after=parse_id(request.POST.get("after")),
             content=form.cleaned_data["content"],
             options=settings_form.options(defaults=defaults) if settings_form else None,
+            attachments=form.cleaned_data["attachments"],
         )
     except chat_services.LimitReached as exc:
         # Over the per-minute limit nothing is saved: the text stays in the composer.

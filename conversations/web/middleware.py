@@ -18,7 +18,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django_htmx.http import HttpResponseClientRedirect
 
 from conversations.chatlog import current_request_id
-from conversations.models import Conversation, ImportJob, Message
+from conversations.models import Attachment, Conversation, ImportJob, Message
 
 SyncGetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
@@ -142,7 +142,8 @@ def _client_redirect(request: HttpRequest, response: HttpResponseBase) -> HttpRe
 
 
 class NotFoundMiddleware(MiddlewareMixin):
-    """A conversation, message or import job that is not there — or not the user's — is 404.
+    """A conversation, message, attachment or import job that is not there — or not the
+    user's — is 404.
 
     Selectors look rows up by id and owner and raise the model's DoesNotExist; here that
     becomes the 404 page, for sync and async views alike.
@@ -152,7 +153,11 @@ class NotFoundMiddleware(MiddlewareMixin):
         self, request: HttpRequest, exception: Exception
     ) -> HttpResponseBase | None:
         if isinstance(
-            exception, Conversation.DoesNotExist | Message.DoesNotExist | ImportJob.DoesNotExist
+            exception,
+            Conversation.DoesNotExist
+            | Message.DoesNotExist
+            | ImportJob.DoesNotExist
+            | Attachment.DoesNotExist,
         ):
             return response_for_exception(request, Http404("Not found."))
         return None

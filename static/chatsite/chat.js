@@ -161,3 +161,164 @@
     target.focus();
   });
 })();
+
+// --- Attachments --------------------------------------------------------------------
+// The composer's file input is the one place files live: dropped and pasted files are put
+// into it (DataTransfer), chips show what it holds, each with a description (alt text)
+// and a Remove button. Without this the input posts the files as it is.
+(function () {
+  "use strict";
+  var captions = new WeakMap();
+  var PREVIEW_BYTES = 8 * 1024 * 1024;
+
+  function fileInput() {
+    return document.querySelector('#composer input[type=file][name=attachments]');
+  }
+
+  function setFiles(input, files) {
+    var transfer = new DataTransfer();
+    files.forEach(function (file) { transfer.items.add(file); });
+    input.files = transfer.files;
+    renderChips(input);
+  }
+
+  function addFiles(files) {
+    var input = fileInput();
+    if (!input || !files.length) return false;
+    setFiles(input, Array.prototype.slice.call(input.files).concat(files));
+    return true;
+  }
+
+  function sizeLabel(bytes) {
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return Math.round(bytes / 1024) + " KB";
+    return (bytes / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  function renderChips(input) {
+    var list = document.getElementById("attach-chips");
+    if (!list) return;
+    list.textContent = "";
+    var files = Array.prototype.slice.call(input.files);
+    files.forEach(function (file, index) {
+      var chip = document.createElement("li");
+      chip.className = "attach-chip";
+      if (file.type.indexOf("image/") === 0 && file.size <= PREVIEW_BYTES) {
+        // A data: URL (the page's CSP allows images from itself and data:, not blob:).
+        var img = document.createElement("img");
+        img.alt = "";
+        var reader = new FileReader();
+        reader.onload = function () { img.src = reader.result; };
+        reader.readAsDataURL(file);
+        chip.appendChild(img);
+      }
+      var name = document.createElement("span");
+      name.className = "attach-chip-name";
+      name.textContent = file.name + " · " + sizeLabel(file.size);
+      chip.appendChild(name);
+      var caption = document.createElement("input");
+      caption.type = "text";
+      caption.name = "caption";
+      caption.maxLength = 300;
+      caption.placeholder = "Description (alt text)";
+      caption.setAttribute("aria-label", "Description of " + file.name);
+      caption.value = captions.get(file) || "";
+      caption.addEventListener("input", function () { captions.set(file, caption.value); });
+      chip.appendChild(caption);
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "attach-chip-remove";
+      remove.textContent = "×";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", function () {
+        setFiles(input, files.filter(function (_, other) { return other !== index; }));
+        var box = document.querySelector("#composer textarea");
+        if (box) box.focus();
+      });
+      chip.appendChild(remove);
+      list.appendChild(chip);
+    });
+  }
+
+  // The no-JavaScript description field gives way to one per chip.
+  function enhanceComposer() {
+    document.querySelectorAll("#composer .composer-caption input").forEach(function (field) {
+      field.disabled = true;
+    });
+    var input = fileInput();
+    if (input) renderChips(input);
+  }
+
+  document.addEventListener("DOMContentLoaded", enhanceComposer);
+  document.addEventListener("htmx:afterSettle", enhanceComposer);
+
+  document.addEventListener("change", function (event) {
+    if (event.target === fileInput()) renderChips(event.target);
+  });
+
+  document.addEventListener("paste", function (event) {
+    if (!event.target.closest || !event.target.closest("#composer")) return;
+    var files = Array.prototype.slice.call((event.clipboardData && event.clipboardData.files) || []);
+    if (files.length && addFiles(files)) event.preventDefault();
+  });
+
+  function dropZone(event) {
+    return event.target.closest && event.target.closest("#composer");
+  }
+  document.addEventListener("dragover", function (event) {
+    if (!dropZone(event) || !event.dataTransfer) return;
+    if (Array.prototype.indexOf.call(event.dataTransfer.types, "Files") < 0) return;
+    event.preventDefault();
+    document.getElementById("composer").classList.add("dragging");
+  });
+  document.addEventListener("dragleave", function (event) {
+    var form = dropZone(event);
+    if (form && !form.contains(event.relatedTarget)) form.classList.remove("dragging");
+  });
+  document.addEventListener("drop", function (event) {
+    var form = dropZone(event);
+    if (!form || !event.dataTransfer || !event.dataTransfer.files.length) return;
+    event.preventDefault();
+    form.classList.remove("dragging");
+    addFiles(Array.prototype.slice.call(event.dataTransfer.files));
+  });
+
+  // Sent: the files go with the text.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form || form.id !== "composer" || !event.detail.successful) return;
+    var input = fileInput();
+    if (input) setFiles(input, []);
+  });
+
+  // A thumbnail opens the full image in a dialog (Escape or Close shuts it); the link
+  // itself opens the image without JavaScript.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a.attachment-view");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    var dialog = document.getElementById("image-viewer");
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.id = "image-viewer";
+      dialog.className = "image-viewer";
+      var close = document.createElement("button");
+      close.type = "button";
+      close.textContent = "Close";
+      close.addEventListener("click", function () { dialog.close(); });
+      dialog.appendChild(close);
+      dialog.appendChild(document.createElement("img"));
+      document.body.appendChild(dialog);
+      dialog.addEventListener("close", function () {
+        if (dialog.opener && dialog.opener.isConnected) dialog.opener.focus();
+      });
+    }
+    var thumb = link.querySelector("img");
+    var full = dialog.querySelector("img");
+    full.src = link.getAttribute("href");
+    full.alt = thumb ? thumb.alt : "";
+    dialog.setAttribute("aria-label", full.alt || "Image");
+    dialog.opener = link;
+    dialog.showModal();
+  });
+})();

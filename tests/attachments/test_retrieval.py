@@ -13,6 +13,7 @@ from conversations.attachments.chunking import MAX_CHARS, passages
 from conversations.attachments.documents import read_document
 from conversations.generation import context as gen_context
 from conversations.llm import registry as llm
+from conversations.llm.context import text_of
 from conversations.models import Attachment, AttachmentChunk, Message
 from tests.attachments import builders
 from tests.attachments.support import attach
@@ -278,8 +279,8 @@ def test_the_question_is_read_from_content_parts_too():
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
         {"type": "text", "text": "page 3?"},
     ]
-    assert gen_context._text(parts) == "What is on page 3?"
-    assert gen_context._text("plain") == "plain"
+    assert text_of({"role": "user", "content": parts}) == "What is on page 3?"
+    assert text_of({"role": "user", "content": "plain"}) == "plain"
 
 
 @pytest.mark.django_db

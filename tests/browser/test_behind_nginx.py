@@ -144,13 +144,18 @@ READ_REPLY = """() => {
 
 
 def test_the_readme_nginx_block_is_the_config_tested():
-    """What the test runs is the README's block: locations for the pages and the uploads,
-    with buffering off and room for an hour-long stream."""
+    """What the test runs is the README's block: locations for the pages, the sends (with
+    attachments) and the uploads, with buffering off and room for an hour-long stream."""
     config = readme_nginx_config()
-    assert re.findall(r"^location (\S+) \{", config, re.M) == ["/", "/import/"]
-    assert config.count("proxy_buffering off;") == 2
-    assert config.count("proxy_http_version 1.1;") == 2
+    locations = re.findall(r"^location (.+?) \{", config, re.M)
+    assert locations == ["/", "~ ^/(c/[0-9]+/)?send/$", "/import/"]
+    assert config.count("proxy_buffering off;") == 3
+    assert config.count("proxy_http_version 1.1;") == 3
     assert "proxy_read_timeout 1h;" in config
+    # The sends' location takes exactly the two send URLs (nginx's regexes are PCRE).
+    sends = re.compile(locations[1].removeprefix("~ "))
+    assert sends.match("/send/") and sends.match("/c/12/send/")
+    assert not sends.match("/c/12/m/3/edit/") and not sends.match("/c/x/send/")
 
 
 def test_a_reply_streams_through_nginx_in_pieces(chromium, nginx, fake_openai, settings):

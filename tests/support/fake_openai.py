@@ -159,6 +159,15 @@ def count_prompt_tokens(messages: Any) -> int:
     return words
 
 
+def _has_image_parts(messages: list[Any]) -> bool:
+    return any(
+        isinstance(message, dict)
+        and isinstance(message.get("content"), list)
+        and any(isinstance(p, dict) and p.get("type") == "image_url" for p in message["content"])
+        for message in messages
+    )
+
+
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
@@ -450,6 +459,14 @@ class _Handler(BaseHTTPRequestHandler):
                 400, "Missing required parameter: 'messages'.", code="missing_required_parameter"
             )
             return
+        if fake.refuse_images and _has_image_parts(body["messages"]):
+            # What OpenAI answers when a model that cannot see images is sent one.
+            self._send_error(
+                400,
+                "Invalid content type. image_url is only supported by certain models.",
+                code="invalid_value",
+            )
+            return
         reply = fake._next_reply()
         model = reply.model or body["model"]
         if reply.status != 200:
@@ -588,6 +605,8 @@ class FakeOpenAI:
         self.disconnected = threading.Event()
         self.completed = threading.Event()
         self.models: list[str] = list(DEFAULT_MODELS)
+        # True: a request with an image_url part gets OpenAI's 400 for text-only models.
+        self.refuse_images = False
         self.errors: list[BaseException] = []  # unexpected handler exceptions (debug aid)
         self._queue: deque[Reply] = deque()
         self._cond = threading.Condition()
@@ -647,6 +666,7 @@ class FakeOpenAI:
             self.errors.clear()
             self.disconnected.clear()
             self.completed.clear()
+            self.refuse_images = False
 
     @property
     def base_url(self) -> str:

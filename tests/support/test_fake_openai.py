@@ -864,3 +864,25 @@ def test_start_stop_restart() -> None:
     finally:
         fake.stop()
     assert fake.errors == []
+
+
+def test_refusing_images_like_a_text_only_model(fake: FakeOpenAI) -> None:
+    """With refuse_images, a request with an image_url part gets OpenAI's 400; text passes."""
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body = {
+        "model": "gpt-3.5-turbo",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}],
+    }
+    validate_request(body)
+    fake.refuse_images = True
+    status, _, raw = raw_post(fake, body)
+    assert status == 400
+    error = json.loads(raw)
+    validate_error(error)
+    assert "image_url is only supported by certain models" in error["error"]["message"]
+    status, _, _ = raw_post(fake, {"model": "gpt-3.5-turbo", "messages": MESSAGES})
+    assert status == 200
+    fake.reset()
+    assert fake.refuse_images is False
+    status, _, _ = raw_post(fake, body)
+    assert status == 200
