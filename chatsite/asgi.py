@@ -13,7 +13,10 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-application = get_asgi_application()
+from conversations.web.bodylimit import limit_request_bodies
+
+# Bodies too large for their URL are refused before Django reads (and spools) them.
+application = limit_request_bodies(get_asgi_application())
 
 # Servers that do not go through manage.py run no system checks: refuse a broken config.
 from conversations.checks import refuse_to_start_if_misconfigured  # noqa: E402

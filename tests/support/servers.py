@@ -11,12 +11,14 @@ class LiveASGIServer:
         import uvicorn
         from django.core.asgi import get_asgi_application
 
+        from conversations.web.bodylimit import limit_request_bodies
+
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         sock.close()
         config = uvicorn.Config(
-            get_asgi_application(),
+            limit_request_bodies(get_asgi_application()),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
