@@ -8,12 +8,14 @@ here: the models on offer, the default one, token counts, and `stream_chat`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 
 from django.conf import settings
 
 from .backends import local, openai
-from .base import LOCAL_PREFIX, Backend, Chunk, ModelOption, NotConfigured
+from .base import LOCAL_PREFIX, Backend, Chunk, LLMError, ModelOption, NotConfigured
+from .thinking import ThinkSplitter
 
 
 def remote_configured() -> bool:
@@ -144,6 +146,9 @@ async def stream_chat(
     Cancelling the consumer stops the generation: the HTTP response to a model server
     is closed (the server stops), a local generation stops at its next token. Raises
     `LLMError` (or a subclass) for every failure.
+
+    Reasoning comes apart from the answer (`Chunk.reasoning`) from every backend: what a
+    server sends in a field of its own, and `<think>…</think>` in the text (`llm.thinking`).
     """
     backend: Backend
     if model_option(model).backend == "local":
@@ -152,10 +157,34 @@ async def stream_chat(
         raise NotConfigured(_not_configured_message())
     else:
         backend = openai
-    async for chunk in backend.stream_chat(
-        messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
-    ):
-        yield chunk
+    splitter = ThinkSplitter()
+    try:
+        async for chunk in backend.stream_chat(
+            messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
+        ):
+            if chunk.reasoning:
+                splitter.no_rethink()
+            if not chunk.text:
+                yield chunk
+                continue
+            split = splitter.feed(chunk.text)
+            shown = dataclasses.replace(
+                chunk,
+                text=split.answer,
+                reasoning=chunk.reasoning + split.reasoning,
+                rethink=split.rethink,
+            )
+            if shown.text or shown.reasoning or shown.rethink or shown != Chunk(model=chunk.model):
+                yield shown
+    except LLMError:
+        # What was held back (a possible tag's start) is kept with the text so far.
+        held = splitter.flush()
+        if held.answer or held.reasoning:
+            yield Chunk(text=held.answer, reasoning=held.reasoning)
+        raise
+    held = splitter.flush()
+    if held.answer or held.reasoning:
+        yield Chunk(text=held.answer, reasoning=held.reasoning)
 
 
 def server_label() -> str:
