@@ -108,6 +108,32 @@
     if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
   });
 
+  // A reasoning model's thinking (templates/conversations/_reasoning.html): shown once it
+  // comes, folded when the answer begins (the server's `thought` event gives its title),
+  // emptied with the answer when the answer so far proves to be thinking (`reset`). Only
+  // the server's sanitized HTML is shown; clearing is all this does to it.
+  document.addEventListener("htmx:sseMessage", function (event) {
+    var target = event.target;
+    var details = target.closest ? target.closest("details.reasoning") : null;
+    var article = target.closest ? target.closest("article[data-status]") : null;
+    if (details && target.classList.contains("think-reset")) {
+      article.querySelectorAll(".msg-body > .md-blocks, .msg-body > .md-tail, .think-blocks, .think-tail").forEach(function (part) {
+        part.textContent = "";
+      });
+      details.open = true;
+      return;
+    }
+    if (!details) return;
+    if (target.classList.contains("reasoning-title")) {
+      details.open = false;
+      return;
+    }
+    if (event.detail.data) {
+      details.hidden = false;
+      if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
+    }
+  });
+
   // afterRequest too: htmx re-enables its hx-disabled-elt (the Send button) when the request
   // ends, after the swap that added the pending reply; settling comes 20 ms later.
   ["htmx:afterSwap", "htmx:afterRequest", "htmx:afterSettle", "htmx:sseMessage", "htmx:sseClose", "DOMContentLoaded"].forEach(function (name) {
