@@ -76,12 +76,12 @@ class _Lane:
         self.offset, self.held, self.splitter = 0, text, None
         self.rendered_at, self.tail_due = -RENDER_SECONDS, False
 
-    async def due_tail(self, now: float, at: str) -> tuple[str, float]:
+    async def due_tail(self, now: float, at: str, *, force: bool = False) -> tuple[str, float]:
         """(the tail's event if due now, else "", and seconds until it is due, or inf)."""
         if self.splitter is None or not self.tail_due:
             return "", float("inf")
         due = self.rendered_at + _render_every(len(self.splitter.open)) - now
-        if due > 0:
+        if due > 0 and not force:
             return "", due
         self.rendered_at, self.tail_due = now, False
         return _sse(self.tail, await _render(self.splitter.open), at), float("inf")
@@ -157,6 +157,10 @@ async def _reply_events(
         async for event in thinking.take(update.reasoning, event_id, deltas, update.done):
             yield event
         if update.thought_ms is not None:
+            # The thinking is whole before its block folds.
+            event, _ = await thinking.due_tail(loop.time(), event_id, force=True)
+            if event:
+                yield event
             yield _sse(StreamEvent.THOUGHT, escape(thought_text(update.thought_ms)), event_id)
         async for event in answer.take(update.text, event_id, deltas, update.done):
             yield event

@@ -134,6 +134,28 @@
     }
   });
 
+  // The finished reply replaces the streamed one, its thinking folded: a block the reader
+  // opened again after it folded stays open.
+  var keepOpen = null;
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    if (event.detail.type !== document.body.dataset.sseDone) return;
+    var article = event.target.closest("article[data-message]");
+    var details = article && article.querySelector("details.reasoning");
+    var title = details && details.querySelector(".reasoning-title");
+    keepOpen = details && details.open && title && title.dataset.thought ? article.id : null;
+  });
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (event.target.classList && event.target.classList.contains("reasoning-title")) {
+      event.target.dataset.thought = "true";
+    }
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!keepOpen) return;
+    var details = document.querySelector("#" + keepOpen + " details.reasoning");
+    keepOpen = null;
+    if (details) details.open = true;
+  });
+
   // afterRequest too: htmx re-enables its hx-disabled-elt (the Send button) when the request
   // ends, after the swap that added the pending reply; settling comes 20 ms later.
   ["htmx:afterSwap", "htmx:afterRequest", "htmx:afterSettle", "htmx:sseMessage", "htmx:sseClose", "DOMContentLoaded"].forEach(function (name) {

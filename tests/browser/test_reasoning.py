@@ -83,15 +83,15 @@ def test_the_thinking_streams_folds_when_the_answer_starts_and_reopens_after_rel
     assert re.fullmatch(r"Thought for \d+ s", folded["title"]), folded
     assert folded["status"] == "streaming", folded
 
+    # Reopened by a click while the answer streams: it stays open when the reply ends.
     reply = last_reply(page)
+    reply.locator("details.reasoning summary").click()
+    expect(reply.locator("details.reasoning")).to_have_attribute("open", "")
     expect(reply).to_have_attribute("data-status", "complete")
     expect(reply.locator(".msg-body")).to_have_text("It is 4.")
     block = reply.locator("details.reasoning")
-    expect(block).not_to_have_attribute("open", "")
-    expect(block.locator("summary")).to_have_text(re.compile(r"Thought for \d+ s · 5 tokens"))
-    # Reopened by a click; the thinking is all there, rendered.
-    block.locator("summary").click()
     expect(block).to_have_attribute("open", "")
+    expect(block.locator("summary")).to_have_text(re.compile(r"Thought for \d+ s · 5 tokens"))
     expect(block.locator(".reasoning-body")).to_contain_text("which I check once more.")
     assert_streams_closed(page)
     assert_same_document(page)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
 from conversations.llm import registry as llm
 from conversations.llm.base import Chunk, StreamBroken
-from tests.support.fake_openai import Reply, iter_sse_data, validate_chunk
+from tests.support.fake_openai import Reply
 
 
 async def _collect(**kwargs) -> list[Chunk]:
@@ -102,20 +101,20 @@ def test_text_held_back_as_a_possible_tag_is_not_lost_when_the_stream_breaks(fak
     assert "".join(c.reasoning for c in got) == "deep</thi"
 
 
-@pytest.mark.parametrize("form", ["reasoning_content", "reasoning", "reasoning_details"])
-def test_the_fakes_reasoning_chunks_are_valid_stream_chunks_but_for_the_extra_field(form):
-    # The official schema knows none of these fields (they are the servers' extensions);
-    # all else in the chunk must still be valid.
-    reply = Reply(reasoning=["x"], reasoning_format=form)
-    for delta in reply.reasoning_deltas():
-        extra = {k: v for k, v in delta.items() if k in ("content",)}
-        chunk = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "m",
-            "choices": [{"index": 0, "delta": extra, "finish_reason": None}],
-        }
-        validate_chunk(chunk)
-        assert json.dumps(delta)  # serialisable as sent
-    assert list(iter_sse_data(b"data: {}\n\n")) == ["{}"]
+def test_the_local_backends_think_tags_are_split_the_same_way(monkeypatch):
+    """A local GGUF model writes its thinking in the text: the registry splits every
+    backend's stream, the local one's too."""
+    from conversations.llm.backends import local
+
+    async def local_stream(**kwargs):
+        for piece in ["<th", "ink>Let me", " count.</thi", "nk>\n\n", "Three", "."]:
+            yield Chunk(text=piece, model="local:tiny")
+        yield Chunk(model="local:tiny", finish_reason="stop", completion_tokens=6)
+
+    monkeypatch.setattr(local, "stream_chat", local_stream)
+    chunks = asyncio.run(
+        _collect(messages=[{"role": "user", "content": "1+2?"}], model="local:tiny")
+    )
+    assert "".join(c.reasoning for c in chunks) == "Let me count."
+    assert "".join(c.text for c in chunks) == "Three."
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
