@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations.generation import journal
+from conversations.generation import journal, lifecycle
 from conversations.generation.journal import Entry, JournalWriter, MemoryJournal, RedisJournal
 from conversations.generation.watch import ReplyWatch
 from conversations.models import Message
@@ -192,3 +192,21 @@ def test_a_watcher_of_the_database_alone_sees_thinking_grow_and_a_rethink(owner)
 
     update = asyncio.run(rethink())
     assert update.rethink and (update.reasoning, update.text) == ("Hmm ok", "")
+
+
+def test_a_reply_interrupted_by_a_restart_keeps_its_thinking(owner_client, fake_openai, settings):
+    settings.CHAT_SAVE_INTERVAL = 0.1
+    fake_openai.script(
+        Reply(reasoning=["Mulling ", "it over."], tokens=["x"], stall_after=2, stall=3.0)
+    )
+    send(owner_client, "Think, then restart")
+    reply = last_reply()
+    while Message.objects.get(pk=reply.pk).reasoning != "Mulling it over.":
+        time.sleep(0.02)
+    # What the server does when it exits cleanly (a deploy) with the reply still thinking.
+    assert lifecycle.replies_interrupt_live() == 1
+    row = Message.objects.get(pk=reply.pk)
+    assert row.status == Message.Status.INTERRUPTED
+    assert (row.reasoning, row.content) == ("Mulling it over.", "")
+    reply = finished(reply)
+    assert reply.status == Message.Status.INTERRUPTED and reply.reasoning == "Mulling it over."
