@@ -131,7 +131,14 @@ def count_tokens(messages: Iterable[dict[str, str]], *, model: str) -> int:
         counted = local.count_tokens(list(messages))
         if counted is not None:
             return counted
-    return sum(4 + (len(m.get("content", "").encode()) + 2) // 3 for m in messages) + 3
+    # Thinking sent back (CHAT_SEND_REASONING_BACK) takes room in the context too.
+    return (
+        sum(
+            4 + (len((m.get("content", "") + m.get("reasoning_content", "")).encode()) + 2) // 3
+            for m in messages
+        )
+        + 3
+    )
 
 
 async def stream_chat(

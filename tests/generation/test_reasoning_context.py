@@ -96,3 +96,14 @@ def test_the_admin_shows_a_replys_thinking_and_its_tokens(staff_client, owner):
     assert page.status_code == 200
     assert "Counting &lt;fingers&gt;" in text
     assert "42" in text and "Reasoning tokens" in text
+
+
+def test_thinking_sent_back_counts_in_the_context_budget(settings):
+    from conversations.llm import registry
+
+    plain = [{"role": "assistant", "content": "4"}]
+    with_thinking = [{"role": "assistant", "content": "4", "reasoning_content": "x" * 300}]
+    assert (
+        registry.count_tokens(with_thinking, model="m")
+        == registry.count_tokens(plain, model="m") + 100
+    )

@@ -97,9 +97,14 @@ def test_thinking_streams_in_its_own_events_then_the_answer(
     assert finished(reply).reasoning == "".join(thinking)
 
 
+@pytest.mark.parametrize("journal", ["memory", "redis"])
 def test_a_closing_tag_alone_resets_the_answer_and_the_page_ends_right(
-    asgi_server, owner_client, fake_openai
+    asgi_server, owner_client, fake_openai, settings, journal
 ):
+    if journal == "redis":
+        if not redis_up():
+            pytest.skip(f"needs Redis at {REDIS_URL}")
+        settings.REDIS_URL = REDIS_URL
     fake_openai.script(
         Reply(
             reasoning=["Okay, ", "the user wants 4."],
