@@ -175,6 +175,9 @@ async def stream_chat(
                 yield chunk
                 continue
             split = splitter.feed(chunk.text)
+            if split.answer == chunk.text and not split.reasoning and not split.rethink:
+                yield chunk  # the usual case, as it came: no copy per token
+                continue
             shown = dataclasses.replace(
                 chunk,
                 text=split.answer,

@@ -154,8 +154,9 @@ async def _reply_events(
             yield _sse(StreamEvent.RESET, "reset", event_id)  # an empty one is never dispatched
             answer.reset("")
             thinking.reset("")
-        async for event in thinking.take(update.reasoning, event_id, deltas, update.done):
-            yield event
+        if update.reasoning or thinking.splitter is None:
+            async for event in thinking.take(update.reasoning, event_id, deltas, update.done):
+                yield event
         if update.thought_ms is not None:
             # The thinking is whole before its block folds.
             event, _ = await thinking.due_tail(loop.time(), event_id, force=True)
