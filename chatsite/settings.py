@@ -270,6 +270,9 @@ OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=60.0)
 OPENAI_MAX_RETRIES = env.int("OPENAI_MAX_RETRIES", default=2)
 # More models of the same server to offer per conversation (OPENAI_MODEL is always offered).
 OPENAI_MODELS = env.list("OPENAI_MODELS", default=[])
+# Send a reply's thinking back to the server in later turns (as the assistant message's
+# `reasoning_content`), for servers that need it; off: thinking is never sent back.
+CHAT_SEND_REASONING_BACK = env.bool("CHAT_SEND_REASONING_BACK", default=False)
 
 # Which backend answers: "auto" (OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL is
 # set, else the local model), "local" or "openai".

@@ -37,6 +37,10 @@ FIELDS = (
     "completion_tokens",
     "ttft_ms",
     "total_ms",
+    # A reply's thinking: how long it is and its tokens, never its text (it is the
+    # model's scratch work, not what was said).
+    "reasoning_chars",
+    "reasoning_tokens",
     "error",
     "text",
 )
@@ -56,6 +60,8 @@ def _event(message: Message, *, event: str, username: str) -> dict[str, Any]:
         "completion_tokens": message.completion_tokens,
         "ttft_ms": message.ttft_ms,
         "total_ms": message.total_ms,
+        "reasoning_chars": len(message.reasoning) if message.reasoning else None,
+        "reasoning_tokens": message.reasoning_tokens,
         "error": message.error,
         "text": message.content,
     }

@@ -127,3 +127,19 @@ def refuse_to_start_if_misconfigured() -> None:
     errors = [e for e in checks.run_checks(tags=[TAG]) if e.is_serious()]
     if errors:
         raise ImproperlyConfigured("\n".join(f"{e.msg} {e.hint or ''}".strip() for e in errors))
+
+
+@checks.register(TAG)
+def check_send_reasoning_back(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    # Set in a settings file rather than the environment, "false" would be taken as true.
+    value = getattr(settings, "CHAT_SEND_REASONING_BACK", False)
+    if isinstance(value, bool):
+        return []
+    return [
+        checks.Error(
+            f"CHAT_SEND_REASONING_BACK is {value!r}, not True or False.",
+            hint="Set CHAT_SEND_REASONING_BACK to true or false (in .env: "
+            "CHAT_SEND_REASONING_BACK=true).",
+            id="chatsite.E004",
+        )
+    ]

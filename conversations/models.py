@@ -116,6 +116,12 @@ class Message(models.Model):
     # The documents and passages a reply was given (generation.context), named in its
     # footer: [{"attachment": id, "name": "report.pdf", "passages": "pp. 12-13"}].
     sources = models.JSONField(default=list, blank=True)
+    # A reasoning model's thinking, apart from the answer (never sent back by default),
+    # when it began and ended (the answer's start), and its tokens as the server counted.
+    reasoning = models.TextField(blank=True)
+    reasoning_started = models.DateTimeField(null=True, blank=True)
+    reasoning_ended = models.DateTimeField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
     # Stop pressed in a process other than the one generating: that one stops at its next tick.
     stop_requested = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
@@ -151,6 +157,14 @@ class Message(models.Model):
     @property
     def is_regenerable(self) -> bool:
         return self.role == self.Role.ASSISTANT and self.status in self.FINISHED
+
+    @property
+    def reasoning_seconds(self) -> int | None:
+        """How long it thought, in whole seconds (at least 1), or None if unknown."""
+        if self.reasoning_started is None or self.reasoning_ended is None:
+            return None
+        seconds = (self.reasoning_ended - self.reasoning_started).total_seconds()
+        return max(1, round(seconds))
 
     @property
     def total_tokens(self) -> int | None:

@@ -59,6 +59,7 @@ PINNED = {
     "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
     "OPENAI_MODEL": "fake-model",
     "OPENAI_MODELS": "",
+    "CHAT_SEND_REASONING_BACK": "false",
     "OPENAI_TIMEOUT": "5",
     "OPENAI_MAX_RETRIES": "0",
     "LLM_BACKEND": "auto",

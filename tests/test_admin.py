@@ -350,6 +350,10 @@ def test_json_export_has_every_field_and_streams(staff_client, thread, stranger)
         "completion_tokens": None,
         "ttft_ms": None,
         "total_ms": None,
+        "reasoning": "",
+        "reasoning_started": None,
+        "reasoning_ended": None,
+        "reasoning_tokens": None,
         "created": retry.created.isoformat(),
         "updated": retry.updated.isoformat(),
     }

@@ -35,6 +35,29 @@ def model_context(*, reply: Message) -> list[ChatMessage]:
     return reply_context(reply=reply).messages
 
 
+def _reasoning_fields() -> tuple[str, ...]:
+    return ("reasoning",) if settings.CHAT_SEND_REASONING_BACK else ()
+
+
+def _reasoning_back(turns: list[ChatMessage], path: list[Message], reply: Message) -> None:
+    """Thinking is not sent back, unless CHAT_SEND_REASONING_BACK says the server needs it
+    (as `reasoning_content` on its reply, the OpenAI-compatible servers' field)."""
+    model = reply.model or llm.default_model()
+    if not settings.CHAT_SEND_REASONING_BACK or llm.model_option(model).backend != "openai":
+        return
+    sent = [
+        m
+        for m in path
+        if m.role == Message.Role.ASSISTANT
+        and m.status in (Message.Status.COMPLETE, Message.Status.STOPPED)
+        and m.content
+    ]
+    answers = [turn for turn in turns if turn["role"] == Message.Role.ASSISTANT]
+    for turn, message in zip(answers, sent, strict=True):
+        if message.reasoning:
+            turn["reasoning_content"] = message.reasoning
+
+
 def reply_context(*, reply: Message) -> BranchContext:
     """What the model is sent for `reply`: its system prompt, then the turns of its branch.
 
@@ -46,7 +69,7 @@ def reply_context(*, reply: Message) -> BranchContext:
     `_fit`); images count by `vision.image_tokens`.
     """
     rows = Message.objects.filter(conversation_id=reply.conversation_id).only(
-        "id", "parent_id", "role", "content", "status"
+        "id", "parent_id", "role", "content", "status", *_reasoning_fields()
     )
     by_id = {m.pk: m for m in rows}
     start = by_id.get(reply.parent_id) if reply.parent_id is not None else None
@@ -64,6 +87,7 @@ def reply_context(*, reply: Message) -> BranchContext:
         turn, cost = _turn(message, images.get(message.pk, []), model=model)
         turns.append(turn)
         costs.append(cost)
+    _reasoning_back(turns, path, reply)
     system: list[ChatMessage] = []
     if reply.system_prompt.strip():
         system.append({"role": "system", "content": reply.system_prompt})

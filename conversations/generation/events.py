@@ -21,6 +21,16 @@ class StreamEvent(StrEnum):
     BLOCK = "block"
     # The open (last, unfinished) block as sanitized HTML, throttled: it replaces the last.
     TAIL = "tail"
+    # Reasoning, as the same three: escaped new thinking (for clients that ask deltas),
+    # finished blocks (appended) and the open block (replaces the last), sanitized HTML.
+    THINK_DELTA = "think-delta"
+    THINK_BLOCK = "think-block"
+    THINK_TAIL = "think-tail"
+    # The answer began: "Thought for N s", escaped (the page folds the thinking).
+    THOUGHT = "thought"
+    # The answer so far was reasoning (`</think>` with no `<think>`): the page empties the
+    # answer and the thinking; the events that follow bring both anew.
+    RESET = "reset"
     # The finished message's HTML; the stream ends.
     DONE = "done"
 
@@ -28,6 +38,11 @@ class StreamEvent(StrEnum):
 def names() -> dict[str, str]:
     """{"phase": "phase", …}: for templates, which must not call an Enum class."""
     return {event.name.lower(): event.value for event in StreamEvent}
+
+
+def thought_text(ms: int) -> str:
+    """The thinking block's title once the answer began."""
+    return f"Thought for {max(1, round(ms / 1000))} s"
 
 
 def phase_text(phase: str, ahead: int) -> str:

@@ -1,6 +1,7 @@
 """The journal of a reply's events: how watchers learn that a reply grew, without polling.
 
-Every generation writes numbered entries — text, phase, end — to its reply's journal; a
+Every generation writes numbered entries — text, reasoning, phase, end — to its reply's
+journal; a
 watcher reads them from any position, so a page opened mid-reply catches up and then
 follows live, in this process or, with REDIS_URL, in any process on any host. The
 database stays the truth (the reply is saved as it grows and at its end): a journal that
@@ -22,6 +23,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
@@ -43,7 +45,14 @@ ENDED_TTL_SECONDS = 120
 
 @dataclass(frozen=True)
 class Entry:
-    """One event of a reply. `kind` is "text", "phase" or "end"."""
+    """One event of a reply. `kind` is "text", "reasoning", "rethink", "thought", "phase"
+    or "end".
+
+    "reasoning": more of the thinking; its `at` is the reasoning's length after it.
+    "rethink": the answer's text so far (`text`, all of it) was reasoning: it moved there
+    (the answer starts again from 0; `at` is the reasoning's length after). "thought": the
+    answer began after `ms` milliseconds of thinking.
+    """
 
     kind: str
     # The reply's text length after this entry (for "text": the end of `text`).
@@ -52,6 +61,7 @@ class Entry:
     phase: str = ""
     ahead: int = 0
     status: str = ""
+    ms: int = 0
 
     def fields(self) -> dict[str, str]:
         return {
@@ -61,6 +71,7 @@ class Entry:
             "p": self.phase,
             "a": str(self.ahead),
             "s": self.status,
+            "m": str(self.ms),
         }
 
     @classmethod
@@ -72,6 +83,7 @@ class Entry:
             phase=fields.get("p", ""),
             ahead=int(fields.get("a") or 0),
             status=fields.get("s", ""),
+            ms=int(fields.get("m") or 0),
         )
 
 
@@ -292,7 +304,9 @@ class JournalWriter:
         self._journal = journal
         self._reply_id = reply_id
         self._length = 0
+        self._reasoning_length = 0
         self._text: list[str] = []
+        self._kind = "text"  # what `_text` holds: "text" or "reasoning"
         self._pending: list[Entry] = []
         self._ended = False
         self._end_seen = asyncio.Event()
@@ -301,9 +315,39 @@ class JournalWriter:
         self._task = asyncio.get_running_loop().create_task(self._send())
 
     def text(self, piece: str) -> None:
+        self._gather("text")
         self._text.append(piece)
         self._length += len(piece)
         self._wake.set()
+
+    def reasoning(self, piece: str) -> None:
+        if not piece:
+            return
+        self._gather("reasoning")
+        self._text.append(piece)
+        self._reasoning_length += len(piece)
+        self._wake.set()
+
+    def rethink(self, moved: str) -> None:
+        """The answer so far, `moved`, was reasoning (see `Entry`)."""
+        self._take_text()
+        self._reasoning_length += len(moved)
+        self._length = 0
+        self._pending.append(Entry("rethink", self._reasoning_length, text=moved))
+        self._wake.set()
+
+    def thought(self, took: timedelta) -> None:
+        """The answer begins: the thinking took `took`."""
+        self._take_text()
+        ms = max(round(took.total_seconds() * 1000), 0)
+        self._pending.append(Entry("thought", self._length, ms=ms))
+        self._wake.set()
+
+    def _gather(self, kind: str) -> None:
+        # Coalesced pieces are of one kind: a change of kind sends what was gathered.
+        if kind != self._kind:
+            self._take_text()
+            self._kind = kind
 
     def phase(self, phase: str, ahead: int) -> None:
         self._take_text()
@@ -322,7 +366,8 @@ class JournalWriter:
 
     def _take_text(self) -> None:
         if self._text:
-            self._pending.append(Entry("text", self._length, text="".join(self._text)))
+            at = self._length if self._kind == "text" else self._reasoning_length
+            self._pending.append(Entry(self._kind, at, text="".join(self._text)))
             self._text = []
 
     async def _send(self) -> None:

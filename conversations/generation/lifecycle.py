@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 from django.conf import settings
@@ -25,7 +25,7 @@ from conversations.generation import context as gen_context
 from conversations.generation import journal
 from conversations.generation.runner import LiveReply, on_db_thread, release_connection, runner
 from conversations.llm import registry as llm
-from conversations.llm.base import LLMError
+from conversations.llm.base import Chunk, LLMError
 from conversations.models import Conversation, Message
 from conversations.text import strip_nul
 
@@ -177,8 +177,30 @@ class Progress:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str = ""
-    saved: tuple[int, str] = (0, Message.Status.PENDING)
+    reasoning: str = ""
+    reasoning_started: datetime | None = None
+    reasoning_ended: datetime | None = None
+    reasoning_tokens: int | None = None
+    saved: tuple[int, int, str] = (0, 0, Message.Status.PENDING)
     saved_at: float = field(default_factory=time.monotonic)
+
+    def state(self) -> tuple[int, int, str]:
+        return (len(self.text), len(self.reasoning), self.status)
+
+    def take_reasoning(self, chunk: Chunk, writer: journal.JournalWriter) -> None:
+        """Add a chunk's reasoning (see `Chunk.rethink`), timed; the answer's start ends it."""
+        if chunk.rethink:
+            # What was shown as the answer was reasoning: it moves, whole.
+            writer.rethink(self.text)
+            self.reasoning, self.text = self.reasoning + self.text, ""
+        if chunk.reasoning or chunk.rethink:
+            self.reasoning += chunk.reasoning
+            self.reasoning_started = self.reasoning_started or timezone.now()
+            self.reasoning_ended = None
+            writer.reasoning(chunk.reasoning)
+        if chunk.text and self.reasoning and self.reasoning_ended is None:
+            self.reasoning_ended = timezone.now()
+            writer.thought(self.reasoning_ended - (self.reasoning_started or self.reasoning_ended))
 
 
 @on_db_thread
@@ -212,12 +234,15 @@ def save_progress(message_id: int, progress: Progress, *, write: bool) -> bool:
     )
     if not write:
         return live_row.exists()
-    if (len(progress.text), progress.status) == progress.saved:
+    if progress.state() == progress.saved:
         # Only the lease: the text is unchanged, so it is not indexed again.
         return bool(live_row.update(updated=timezone.now()))
     return bool(
         live_row.update(
             content=progress.text,
+            reasoning=progress.reasoning,
+            reasoning_started=progress.reasoning_started,
+            reasoning_ended=progress.reasoning_ended,
             status=progress.status,
             ttft_ms=progress.ttft_ms,
             updated=timezone.now(),
@@ -248,9 +273,17 @@ def record_end(message_id: int, progress: Progress, status: str, error: str, tot
             reply.status = status
             reply.error = strip_nul(error)
         reply.stop_requested = False
-        grew = len(progress.text) > len(reply.content)
+        grew = len(progress.text) + len(progress.reasoning) > len(reply.content) + len(
+            reply.reasoning
+        )
         if grew:
             reply.content = progress.text
+            reply.reasoning = progress.reasoning
+        if progress.reasoning:
+            reply.reasoning_started = progress.reasoning_started
+            # Thinking that never reached an answer (stopped, failed) ended with the reply.
+            reply.reasoning_ended = progress.reasoning_ended or timezone.now()
+        reply.reasoning_tokens = progress.reasoning_tokens
         reply.model = strip_nul(progress.model or reply.model)
         reply.prompt_tokens = progress.prompt_tokens
         reply.completion_tokens = progress.completion_tokens
@@ -302,7 +335,7 @@ async def _generate(live: LiveReply) -> None:
             while True:
                 tick = max(tick + settings.CHAT_SAVE_INTERVAL, time.monotonic())
                 await asyncio.sleep(tick - time.monotonic())
-                state = (len(progress.text), progress.status)
+                state = progress.state()
                 write = state != progress.saved or (
                     time.monotonic() - progress.saved_at > heartbeat_seconds()
                 )
@@ -335,6 +368,14 @@ async def _generate(live: LiveReply) -> None:
                 if chunk.prompt_tokens is not None:
                     progress.prompt_tokens = chunk.prompt_tokens
                     progress.completion_tokens = chunk.completion_tokens
+                    progress.reasoning_tokens = chunk.reasoning_tokens
+                if chunk.reasoning or chunk.rethink or (chunk.text and progress.reasoning):
+                    if progress.ttft_ms is None:
+                        progress.ttft_ms = round((time.monotonic() - started) * 1000)
+                        progress.status = Message.Status.STREAMING
+                    progress.take_reasoning(chunk, writer)
+                    if chunk.rethink:
+                        live.update(text=progress.text, status=progress.status)
                 if chunk.text:
                     if progress.ttft_ms is None:
                         progress.ttft_ms = round((time.monotonic() - started) * 1000)
@@ -373,6 +414,7 @@ async def _generate(live: LiveReply) -> None:
             # still in flight, will be swept as interrupted: the log says so already.
             if reply is not None:
                 reply.content, reply.error = progress.text, INTERRUPTED_ERROR
+                reply.reasoning = progress.reasoning
                 reply.status = Message.Status.INTERRUPTED
                 chatlog.log_message(reply, username=reply.conversation.owner.get_username())
         if status == Message.Status.COMPLETE and reply is not None:

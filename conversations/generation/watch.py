@@ -11,6 +11,7 @@ generating process died is seen to end. A watcher only reads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -29,13 +30,28 @@ DB_CHECK_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class Update:
-    """What changed: new text (the reply's length is `at` after it), its phase, its end."""
+    """What changed: new text (the reply's length is `at` after it), its phase, its end.
+
+    `reasoning`: new thinking (its length is `reasoning_at` after it). `rethink`: the text
+    and reasoning are replaced, whole, by this update's (the answer so far was reasoning).
+    `thought_ms`: the answer began after that much thinking.
+    """
 
     text: str
     at: int
     phase: str = ""
     ahead: int = 0
     done: bool = False
+    reasoning: str = ""
+    reasoning_at: int = 0
+    rethink: bool = False
+    thought_ms: int | None = None
+
+
+def _thought_ms(message: Message) -> int | None:
+    if message.reasoning_started is None or message.reasoning_ended is None:
+        return None
+    return round((message.reasoning_ended - message.reasoning_started).total_seconds() * 1000)
 
 
 class ReplyWatch:
@@ -46,8 +62,16 @@ class ReplyWatch:
 
     def __init__(self, message: Message) -> None:
         self.message_id = message.pk
-        self._first: Update | None = Update(message.content, len(message.content))
+        self._first: Update | None = Update(
+            message.content,
+            len(message.content),
+            reasoning=message.reasoning,
+            reasoning_at=len(message.reasoning),
+            thought_ms=_thought_ms(message) if message.content else None,
+        )
         self._length = len(message.content)
+        self._reasoning_length = len(message.reasoning)
+        self._thought = self._first.thought_ms is not None
         self._journal: journal.MemoryJournal | journal.RedisJournal | None = journal.current()
         if not self._journal.known(message.pk):
             self._journal = None
@@ -63,7 +87,7 @@ class ReplyWatch:
     async def next(self, timeout: float) -> Update | None:
         if self._first is not None:
             first, self._first = self._first, None
-            return Update(first.text, first.at, done=self._ended)
+            return dataclasses.replace(first, done=self._ended)
         if self._queue:
             return self._queue.pop(0)
         if self._ended:
@@ -128,6 +152,37 @@ class ReplyWatch:
                 self._length = entry.at
                 self._phase = ("", 0)
                 self._queue.append(Update(piece, self._length))
+            elif entry.kind == "reasoning":
+                start = entry.at - len(entry.text)
+                if entry.at <= self._reasoning_length:
+                    continue
+                if start > self._reasoning_length:
+                    stored = await sync_to_async(lifecycle.reply_read)(message_id=self.message_id)
+                    gap = stored.reasoning[self._reasoning_length : start]
+                    if gap:
+                        self._reasoning_length += len(gap)
+                        self._queue.append(self._reasoning_update(gap))
+                    start = max(start, self._reasoning_length)
+                piece = entry.text[self._reasoning_length - start :]
+                self._reasoning_length = entry.at
+                self._phase = ("", 0)
+                self._queue.append(self._reasoning_update(piece))
+            elif entry.kind == "rethink":
+                self._length, self._reasoning_length = 0, entry.at
+                self._queue.append(
+                    Update("", 0, reasoning=entry.text, reasoning_at=entry.at, rethink=True)
+                )
+            elif entry.kind == "thought":
+                if not self._thought:
+                    self._thought = True
+                    self._queue.append(
+                        Update(
+                            "",
+                            self._length,
+                            reasoning_at=self._reasoning_length,
+                            thought_ms=entry.ms,
+                        )
+                    )
             elif entry.kind == "phase":
                 if (entry.phase, entry.ahead) != self._phase and self._length == 0:
                     self._phase = (entry.phase, entry.ahead)
@@ -137,15 +192,42 @@ class ReplyWatch:
                 self._queue.append(Update("", self._length, done=True))
                 return
 
+    def _reasoning_update(self, piece: str) -> Update:
+        return Update("", self._length, reasoning=piece, reasoning_at=self._reasoning_length)
+
     async def _from_database(self) -> Update | None:
         current = await sync_to_async(lifecycle.reply_read)(message_id=self.message_id)
         ended = not current.is_in_flight
-        piece = current.content[self._length :] if len(current.content) > self._length else ""
-        if not piece and not ended:
+        self._ended = ended
+        thought = _thought_ms(current) if current.content and not self._thought else None
+        self._thought = self._thought or thought is not None
+        if len(current.content) < self._length and len(current.reasoning) > self._reasoning_length:
+            # The answer so far turned out to be reasoning (a rethink): all of it anew. (The
+            # database lags behind the journal, but both only grow, but for a rethink.)
+            self._length, self._reasoning_length = len(current.content), len(current.reasoning)
+            return Update(
+                current.content,
+                self._length,
+                done=ended,
+                reasoning=current.reasoning,
+                reasoning_at=self._reasoning_length,
+                rethink=True,
+                thought_ms=thought,
+            )
+        piece = current.content[self._length :]
+        thinking = current.reasoning[self._reasoning_length :]
+        if not piece and not thinking and not ended and thought is None:
             return None
         self._length += len(piece)
-        self._ended = ended
-        return Update(piece, self._length, done=ended)
+        self._reasoning_length += len(thinking)
+        return Update(
+            piece,
+            self._length,
+            done=ended,
+            reasoning=thinking,
+            reasoning_at=self._reasoning_length,
+            thought_ms=thought,
+        )
 
     async def _next_stored(self, timeout: float) -> Update | None:
         deadline = time.monotonic() + timeout

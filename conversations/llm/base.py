@@ -72,13 +72,22 @@ class StreamBroken(LLMError):
 
 @dataclass(frozen=True)
 class Chunk:
-    """One piece of a streamed reply: text, and on the last pieces usage and the finish reason."""
+    """One piece of a streamed reply: text, and on the last pieces usage and the finish reason.
+
+    `reasoning` is a reasoning model's thinking, apart from the answer's `text`. `rethink`:
+    the text given so far (all of it) was reasoning, not answer (a `</think>` with no
+    `<think>` before it, see `llm.thinking`); `reasoning` then continues it.
+    """
 
     text: str = ""
+    reasoning: str = ""
+    rethink: bool = False
     model: str = ""
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Of the completion tokens, how many were reasoning (as the server counted them).
+    reasoning_tokens: int | None = None
     # Before any text: "queued" (waiting for a free slot, `ahead` others first) or
     # "loading" (the model is being loaded).
     phase: str = ""

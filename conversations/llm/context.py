@@ -47,7 +47,11 @@ def text_of(message: ChatMessage) -> str:
 
 
 def _as_text(message: ChatMessage) -> dict[str, str]:
-    return {"role": str(message["role"]), "content": text_of(message)}
+    counted = {"role": str(message["role"]), "content": text_of(message)}
+    if "reasoning_content" in message:
+        # Thinking sent back (CHAT_SEND_REASONING_BACK) takes room too.
+        counted["reasoning_content"] = str(message["reasoning_content"])
+    return counted
 
 
 def fit(

@@ -8,13 +8,15 @@ here: the models on offer, the default one, token counts, and `stream_chat`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 
 from django.conf import settings
 
 from . import vision
 from .backends import local, openai
-from .base import LOCAL_PREFIX, Backend, BadRequest, Chunk, ModelOption, NotConfigured
+from .base import LOCAL_PREFIX, Backend, BadRequest, Chunk, LLMError, ModelOption, NotConfigured
+from .thinking import ThinkSplitter
 
 
 def remote_configured() -> bool:
@@ -130,7 +132,14 @@ def count_tokens(messages: Iterable[dict[str, str]], *, model: str) -> int:
         counted = local.count_tokens(list(messages))
         if counted is not None:
             return counted
-    return sum(4 + (len(m.get("content", "").encode()) + 2) // 3 for m in messages) + 3
+    # Thinking sent back (CHAT_SEND_REASONING_BACK) takes room in the context too.
+    return (
+        sum(
+            4 + (len((m.get("content", "") + m.get("reasoning_content", "")).encode()) + 2) // 3
+            for m in messages
+        )
+        + 3
+    )
 
 
 async def stream_chat(
@@ -145,6 +154,9 @@ async def stream_chat(
     Cancelling the consumer stops the generation: the HTTP response to a model server
     is closed (the server stops), a local generation stops at its next token. Raises
     `LLMError` (or a subclass) for every failure.
+
+    Reasoning comes apart from the answer (`Chunk.reasoning`) from every backend: what a
+    server sends in a field of its own, and `<think>…</think>` in the text (`llm.thinking`).
     """
     messages = list(messages)
     backend: Backend
@@ -154,21 +166,49 @@ async def stream_chat(
         raise NotConfigured(_not_configured_message())
     else:
         backend = openai
+    splitter = ThinkSplitter()
     try:
         async for chunk in backend.stream_chat(
             messages=messages, model=model, temperature=temperature, max_tokens=max_tokens
         ):
-            yield chunk
-    except BadRequest as exc:
-        # A server that will not take images for this model: remembered (this process),
-        # so that the next message with images is refused before any call.
-        if not vision.has_image_parts(messages) or not vision.mentions_images(exc.user_message):
-            raise
-        vision.remember_refusal(model)
-        raise BadRequest(
-            f"The model “{model}” does not take images. Choose a model that can see images "
-            f"in Settings, then press Retry. ({exc.user_message})"
-        ) from exc
+            if chunk.reasoning:
+                splitter.no_rethink()
+            if not chunk.text:
+                yield chunk
+                continue
+            split = splitter.feed(chunk.text)
+            if split.answer == chunk.text and not split.reasoning and not split.rethink:
+                yield chunk  # the usual case, as it came: no copy per token
+                continue
+            shown = dataclasses.replace(
+                chunk,
+                text=split.answer,
+                reasoning=chunk.reasoning + split.reasoning,
+                rethink=split.rethink,
+            )
+            if shown.text or shown.reasoning or shown.rethink or shown != Chunk(model=chunk.model):
+                yield shown
+    except LLMError as exc:
+        # What was held back (a possible tag's start) is kept with the text so far.
+        held = splitter.flush()
+        if held.answer or held.reasoning:
+            yield Chunk(text=held.answer, reasoning=held.reasoning)
+        if (
+            isinstance(exc, BadRequest)
+            and vision.has_image_parts(messages)
+            and vision.mentions_images(exc.user_message)
+        ):
+            # A server that will not take images for this model: remembered (this
+            # process), so that the next message with images is refused before any call.
+            vision.remember_refusal(model)
+            raise BadRequest(
+                f"The model “{model}” does not take images. Choose a model that can see "
+                f"images in Settings, then press Retry. ({exc.user_message})"
+            ) from exc
+        raise
+    held = splitter.flush()
+    if held.answer or held.reasoning:
+        yield Chunk(text=held.answer, reasoning=held.reasoning)
 
 
 def server_label() -> str:

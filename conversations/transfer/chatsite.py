@@ -70,6 +70,12 @@ def _timestamp(value: Any, what: str) -> datetime:
     return parsed
 
 
+def _optional_timestamp(raw: dict[str, Any], key: str, what: str) -> datetime | None:
+    # Exports made before reasoning was kept have none: that is no error.
+    value = raw.get(key)
+    return None if value is None else _timestamp(value, f"{what}: {key}")
+
+
 def _text(raw: dict[str, Any], key: str, what: str) -> str:
     value = raw.get(key)
     if value is None:
@@ -169,6 +175,10 @@ def _parse_message(raw: Any, position: int) -> tuple[Any, Any, Message]:
         completion_tokens=_number(raw, "completion_tokens", what, int),
         ttft_ms=_number(raw, "ttft_ms", what, int),
         total_ms=_number(raw, "total_ms", what, int),
+        reasoning=_text(raw, "reasoning", what),
+        reasoning_started=_optional_timestamp(raw, "reasoning_started", what),
+        reasoning_ended=_optional_timestamp(raw, "reasoning_ended", what),
+        reasoning_tokens=_number(raw, "reasoning_tokens", what, int),
         created=created,
         updated=updated,
     )

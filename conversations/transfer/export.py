@@ -123,6 +123,11 @@ def _message_fields(message: Message) -> dict[str, Any]:
         "completion_tokens": message.completion_tokens,
         "ttft_ms": message.ttft_ms,
         "total_ms": message.total_ms,
+        # A reasoning model's thinking, apart from the answer, with its times and tokens.
+        "reasoning": message.reasoning,
+        "reasoning_started": _iso(message.reasoning_started),
+        "reasoning_ended": _iso(message.reasoning_ended),
+        "reasoning_tokens": message.reasoning_tokens,
         "created": _iso(message.created),
         "updated": _iso(message.updated),
     }
@@ -262,6 +267,17 @@ def _alternative(
     return f"Question {place} after {_excerpt(parent)}"
 
 
+def _markdown_reasoning(message: Message) -> str:
+    """The thinking as a <details> block: folded where Markdown viewers render HTML."""
+    seconds = message.reasoning_seconds
+    title = f"Thought for {seconds} s" if seconds else "Thoughts"
+    if message.reasoning_tokens:
+        title += f" ({message.reasoning_tokens} tokens)"
+    # Its own text cannot close the block early.
+    body = message.reasoning.strip("\n").replace("</details", "&lt;/details")
+    return f"<details>\n<summary>{title}</summary>\n\n{body}\n\n</details>"
+
+
 def _markdown_message(message: Message, *, level: int = 2, note: str = "") -> str:
     heading = "#" * level + (" You" if message.role == Message.Role.USER else " Assistant")
     notes = [message.get_status_display().lower()] if message.status != "complete" else []
@@ -283,6 +299,8 @@ def _markdown_message(message: Message, *, level: int = 2, note: str = "") -> st
     parts = [heading, ""]
     if details:
         parts += [" · ".join(details), ""]
+    if message.reasoning:
+        parts += [_markdown_reasoning(message), ""]
     parts.append(message.content.strip("\n") if message.content else "*(no text)*")
     attachments = list(message.attachments.all())
     if attachments:

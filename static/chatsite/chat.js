@@ -108,6 +108,54 @@
     if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
   });
 
+  // A reasoning model's thinking (templates/conversations/_reasoning.html): shown once it
+  // comes, folded when the answer begins (the server's `thought` event gives its title),
+  // emptied with the answer when the answer so far proves to be thinking (`reset`). Only
+  // the server's sanitized HTML is shown; clearing is all this does to it.
+  document.addEventListener("htmx:sseMessage", function (event) {
+    var target = event.target;
+    var details = target.closest ? target.closest("details.reasoning") : null;
+    var article = target.closest ? target.closest("article[data-status]") : null;
+    if (details && target.classList.contains("think-reset")) {
+      article.querySelectorAll(".msg-body > .md-blocks, .msg-body > .md-tail, .think-blocks, .think-tail").forEach(function (part) {
+        part.textContent = "";
+      });
+      details.open = true;
+      return;
+    }
+    if (!details) return;
+    if (target.classList.contains("reasoning-title")) {
+      details.open = false;
+      return;
+    }
+    if (event.detail.data) {
+      details.hidden = false;
+      if (article && article.dataset.status === "pending") article.dataset.status = "streaming";
+    }
+  });
+
+  // The finished reply replaces the streamed one, its thinking folded: a block the reader
+  // opened again after it folded stays open.
+  var keepOpen = null;
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    if (event.detail.type !== document.body.dataset.sseDone) return;
+    var article = event.target.closest("article[data-message]");
+    var details = article && article.querySelector("details.reasoning");
+    var title = details && details.querySelector(".reasoning-title");
+    keepOpen = details && details.open && title && title.dataset.thought ? article.id : null;
+  });
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (event.target.classList && event.target.classList.contains("reasoning-title")) {
+      event.target.dataset.thought = "true";
+    }
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!keepOpen) return;
+    var details = document.querySelector("#" + keepOpen + " details.reasoning");
+    keepOpen = null;
+    if (details) details.open = true;
+  });
+
   // afterRequest too: htmx re-enables its hx-disabled-elt (the Send button) when the request
   // ends, after the swap that added the pending reply; settling comes 20 ms later.
   ["htmx:afterSwap", "htmx:afterRequest", "htmx:afterSettle", "htmx:sseMessage", "htmx:sseClose", "DOMContentLoaded"].forEach(function (name) {

@@ -105,6 +105,15 @@ class Reply:
     per SSE event, whatever the request's ``stream``; there every event but a
     final ``[DONE]`` counts as a content chunk for delay/break_after/stall_after.
 
+    ``reasoning`` pieces are streamed before the tokens, each a content chunk, where
+    ``reasoning_format`` says: ``"reasoning_content"`` (DeepSeek, older vLLM),
+    ``"reasoning"`` (newer vLLM), ``"reasoning_details"`` (a list of ``reasoning.text``
+    objects), ``"openrouter"`` (``reasoning`` and the same text in ``reasoning_details``,
+    as OpenRouter sends it), ``"summary"`` (``reasoning.summary`` details), ``"think"``
+    (``<think>…</think>`` in the content, as llama.cpp sends it) or ``"think_unopened"``
+    (only the closing tag, as DeepSeek-R1 distills do). Usage then counts them as
+    ``completion_tokens_details.reasoning_tokens``.
+
     Non-streaming: the response comes after ``first_delay + delay * len(tokens)``
     (plus ``stall`` if ``stall_after`` is set); ``break_after`` drops the
     connection without any response.
@@ -124,6 +133,33 @@ class Reply:
     model: str | None = None
     raw: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    reasoning: list[str] = field(default_factory=list)
+    reasoning_format: str = "reasoning_content"
+
+    def reasoning_deltas(self) -> list[dict[str, Any]]:
+        """The deltas that carry ``reasoning`` (before the tokens), in ``reasoning_format``."""
+        form = self.reasoning_format
+        if not self.reasoning:
+            return []
+        if form in ("think", "think_unopened"):
+            opening = ["<think>"] if form == "think" else []
+            return [{"content": piece} for piece in [*opening, *self.reasoning, "</think>\n\n"]]
+        deltas: list[dict[str, Any]] = []
+        for piece in self.reasoning:
+            if form in ("reasoning_content", "reasoning"):
+                deltas.append({"content": None, form: piece})
+                continue
+            kind, key = (
+                ("reasoning.summary", "summary")
+                if form == "summary"
+                else ("reasoning.text", "text")
+            )
+            details = [{"type": kind, key: piece, "format": "unknown", "index": 0}]
+            delta: dict[str, Any] = {"content": "", "reasoning_details": details}
+            if form == "openrouter":
+                delta["reasoning"] = piece
+            deltas.append(delta)
+        return deltas
 
 
 def load_stream(name: str) -> bytes:
@@ -168,14 +204,14 @@ def _has_image_parts(messages: list[Any]) -> bool:
     )
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -511,10 +547,14 @@ class _Handler(BaseHTTPRequestHandler):
             return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
 
         events = [(event(choice({"role": "assistant", "content": "", "refusal": None})), False)]
+        events += [(event(choice(delta)), True) for delta in reply.reasoning_deltas()]
         events += [(event(choice({"content": tok})), True) for tok in reply.tokens]
         events.append((event(choice({}, reply.finish_reason)), False))
         if include_usage:
-            usage = _usage(count_prompt_tokens(body.get("messages")), len(reply.tokens))
+            thought = len(reply.reasoning)
+            usage = _usage(
+                count_prompt_tokens(body.get("messages")), len(reply.tokens) + thought, thought
+            )
             events.append((event([], usage, last=True), False))
         return events
 

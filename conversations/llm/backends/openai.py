@@ -198,6 +198,36 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _reasoning(delta: dict[str, Any]) -> str:
+    """A delta's reasoning, wherever the server put it.
+
+    `reasoning_content` (DeepSeek, older vLLM), `reasoning` (newer vLLM and others), or
+    OpenRouter's `reasoning_details`: a list of objects whose text is in `text`
+    ("reasoning.text") or `summary` ("reasoning.summary"). OpenRouter sends the same text
+    as `reasoning` too: the first found is taken, never both.
+    """
+    for name in ("reasoning_content", "reasoning"):
+        text = _string(delta.get(name))
+        if text:
+            return text
+    details = delta.get("reasoning_details")
+    parts: list[str] = []
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict):
+            continue
+        kind = detail.get("type")
+        if kind == "reasoning.text":
+            parts.append(_string(detail.get("text")))
+        elif kind == "reasoning.summary":
+            parts.append(_string(detail.get("summary")))
+    return "".join(parts)
+
+
+def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
+    details = usage.get("completion_tokens_details")
+    return _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+
+
 async def _stream_events(response: Any) -> AsyncIterator[dict[str, Any]]:
     """The JSON objects of a chat completion stream, read from its server-sent events.
 
@@ -306,6 +336,7 @@ async def stream_chat(
                         model=model_name,
                         prompt_tokens=_count(usage.get("prompt_tokens")),
                         completion_tokens=_count(usage.get("completion_tokens")),
+                        reasoning_tokens=_reasoning_tokens(usage),
                     )
                 choices = event.get("choices")
                 for choice in choices if isinstance(choices, list) else ():
@@ -316,11 +347,17 @@ async def stream_chat(
                     text = _string(delta.get("content")) + _string(delta.get("refusal"))
                     # PostgreSQL cannot store NUL in text; a model can emit it.
                     text = strip_nul(text)
+                    reasoning = strip_nul(_reasoning(delta))
                     finish_reason = _string(choice.get("finish_reason")) or None
                     if finish_reason:
                         finished = True
-                    if text or finish_reason:
-                        yield Chunk(text=text, model=model_name, finish_reason=finish_reason)
+                    if text or reasoning or finish_reason:
+                        yield Chunk(
+                            text=text,
+                            reasoning=reasoning,
+                            model=model_name,
+                            finish_reason=finish_reason,
+                        )
     except (openai.OpenAIError, httpx2.HTTPError) as exc:
         timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException) and not (
             _refused(exc)
