@@ -399,6 +399,7 @@ class MessageAdmin(ReadOnly, admin.ModelAdmin[Message]):
         "reasoning_tokens",
         "reasoning_started",
         "reasoning_ended",
+        "sources",
         "error",
         "prompt_tokens",
         "completion_tokens",

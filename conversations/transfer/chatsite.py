@@ -76,6 +76,29 @@ def _optional_timestamp(raw: dict[str, Any], key: str, what: str) -> datetime | 
     return None if value is None else _timestamp(value, f"{what}: {key}")
 
 
+MAX_SOURCES = 50
+
+
+def _sources(raw: dict[str, Any], what: str) -> list[dict[str, str]]:
+    """The documents a reply was given, as its footer names them: [{"name", "passages"}].
+
+    Only names and labels come in (the attachments they pointed at have new ids here).
+    """
+    found = raw.get("sources")
+    if found is None:
+        return []
+    if not isinstance(found, list) or len(found) > MAX_SOURCES:
+        raise _Invalid(f"{what}: sources is not a list of at most {MAX_SOURCES} documents")
+    sources = []
+    for source in found:
+        if not isinstance(source, dict):
+            raise _Invalid(f"{what}: a source is not an object")
+        name, passages = _text(source, "name", what)[:255], _text(source, "passages", what)[:200]
+        if name:
+            sources.append({"name": name, "passages": passages})
+    return sources
+
+
 def _text(raw: dict[str, Any], key: str, what: str) -> str:
     value = raw.get(key)
     if value is None:
@@ -179,6 +202,7 @@ def _parse_message(raw: Any, position: int) -> tuple[Any, Any, Message]:
         reasoning_started=_optional_timestamp(raw, "reasoning_started", what),
         reasoning_ended=_optional_timestamp(raw, "reasoning_ended", what),
         reasoning_tokens=_number(raw, "reasoning_tokens", what, int),
+        sources=_sources(raw, what),
         created=created,
         updated=updated,
     )

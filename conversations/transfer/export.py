@@ -128,6 +128,11 @@ def _message_fields(message: Message) -> dict[str, Any]:
         "reasoning_started": _iso(message.reasoning_started),
         "reasoning_ended": _iso(message.reasoning_ended),
         "reasoning_tokens": message.reasoning_tokens,
+        # The documents and passages a reply was given, as its footer names them.
+        "sources": [
+            {"name": source.get("name", ""), "passages": source.get("passages", "")}
+            for source in message.sources
+        ],
         "created": _iso(message.created),
         "updated": _iso(message.updated),
     }
