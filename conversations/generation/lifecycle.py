@@ -374,8 +374,10 @@ async def _generate(live: LiveReply) -> None:
                         progress.ttft_ms = round((time.monotonic() - started) * 1000)
                         progress.status = Message.Status.STREAMING
                     progress.take_reasoning(chunk, writer)
-                    if chunk.rethink:
-                        live.update(text=progress.text, status=progress.status)
+                    # All of it, for an exit that comes before the next save.
+                    live.update(
+                        text=progress.text, status=progress.status, reasoning=progress.reasoning
+                    )
                 if chunk.text:
                     if progress.ttft_ms is None:
                         progress.ttft_ms = round((time.monotonic() - started) * 1000)
@@ -459,8 +461,11 @@ def replies_interrupt_live() -> int:
         live = runner.get(message_id)
         if live is None:
             continue
+        snapshot = live.snapshot()
+        kept = {"reasoning": snapshot.reasoning} if snapshot.reasoning else {}
         changed = Message.objects.filter(pk=message_id, status__in=Message.IN_FLIGHT).update(
-            content=live.snapshot().text,
+            content=snapshot.text,
+            **kept,
             status=Message.Status.INTERRUPTED,
             error=INTERRUPTED_ERROR,
             updated=timezone.now(),

@@ -30,6 +30,7 @@ class Snapshot:
     text: str
     status: str
     done: bool
+    reasoning: str = ""
 
 
 class LiveReply:
@@ -39,6 +40,7 @@ class LiveReply:
     def __init__(self, message_id: int) -> None:
         self.message_id = message_id
         self._text = ""
+        self._reasoning = ""
         self._status = "pending"
         self._done = False
         # Set by Stop: a generation that had not begun yet ends as stopped at once.
@@ -47,14 +49,21 @@ class LiveReply:
 
     def snapshot(self) -> Snapshot:
         with self._cond:
-            return Snapshot(self._text, self._status, self._done)
+            return Snapshot(self._text, self._status, self._done, self._reasoning)
 
     def update(
-        self, *, text: str | None = None, status: str | None = None, done: bool = False
+        self,
+        *,
+        text: str | None = None,
+        status: str | None = None,
+        done: bool = False,
+        reasoning: str | None = None,
     ) -> None:
         with self._cond:
             if text is not None:
                 self._text = text
+            if reasoning is not None:
+                self._reasoning = reasoning
             if status is not None:
                 self._status = status
             self._done = self._done or done

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from conversations.generation import journal, lifecycle
 from conversations.generation.journal import Entry, JournalWriter, MemoryJournal, RedisJournal
+from conversations.generation.runner import runner
 from conversations.generation.watch import ReplyWatch
 from conversations.models import Message
 from tests.generation.test_journal import REPLY, any_journal  # noqa: F401 - a fixture
@@ -195,14 +196,18 @@ def test_a_watcher_of_the_database_alone_sees_thinking_grow_and_a_rethink(owner)
 
 
 def test_a_reply_interrupted_by_a_restart_keeps_its_thinking(owner_client, fake_openai, settings):
-    settings.CHAT_SAVE_INTERVAL = 0.1
+    # No periodic save comes before the exit: the thinking kept is the process's own.
+    settings.CHAT_SAVE_INTERVAL = 60
     fake_openai.script(
         Reply(reasoning=["Mulling ", "it over."], tokens=["x"], stall_after=2, stall=3.0)
     )
     send(owner_client, "Think, then restart")
     reply = last_reply()
-    while Message.objects.get(pk=reply.pk).reasoning != "Mulling it over.":
+    deadline = time.monotonic() + 10
+    while (live := runner.get(reply.pk)) is None or live.snapshot().reasoning != "Mulling it over.":
+        assert time.monotonic() < deadline
         time.sleep(0.02)
+    assert Message.objects.get(pk=reply.pk).reasoning == ""  # not saved yet
     # What the server does when it exits cleanly (a deploy) with the reply still thinking.
     assert lifecycle.replies_interrupt_live() == 1
     row = Message.objects.get(pk=reply.pk)
