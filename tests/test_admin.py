@@ -354,6 +354,7 @@ def test_json_export_has_every_field_and_streams(staff_client, thread, stranger)
         "reasoning_started": None,
         "reasoning_ended": None,
         "reasoning_tokens": None,
+        "sources": [],
         "created": retry.created.isoformat(),
         "updated": retry.updated.isoformat(),
     }

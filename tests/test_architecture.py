@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "conversations"
 # The web layer and the admin answer HTTP; nothing under them may.
-SPEAKS_HTTP = ("web/", "admin.py")
+SPEAKS_HTTP = ("web/", "admin/")
 MAX_LINES = 500
 
 

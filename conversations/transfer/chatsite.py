@@ -10,35 +10,26 @@ import base64
 import binascii
 import io
 import json
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from conversations.attachments import services as attachment_services
 from conversations.llm import registry as llm
 from conversations.models import Conversation, Message
-from conversations.text import strip_nul
-from conversations.transfer import limits
+from conversations.transfer import fields, limits
 from conversations.transfer.export import FORMAT, VERSION
 from conversations.transfer.jsonstream import JSONStream, JSONStreamError, StreamArray
 from conversations.transfer.results import ImportFormatError, ImportResult, skipped
-from conversations.transfer.saving import EARLIEST, LATEST, conversation_create
+from conversations.transfer.saving import conversation_create
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-
-
-class _Invalid(Exception):
-    """One conversation entry cannot be imported; the message says why."""
 
 
 @dataclass
@@ -51,74 +42,6 @@ class _Entry:
     current: Any = None
     # Source message id -> its attachments, checked and prepared as uploads are.
     attachments: dict[Any, list[attachment_services.Prepared]] = field(default_factory=dict)
-
-
-def _timestamp(value: Any, what: str) -> datetime:
-    try:
-        parsed = parse_datetime(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise _Invalid(f"{what} is not a date and time: {value!r}")
-    try:
-        # Exports always carry an offset; a hand-made file without one is taken as UTC.
-        parsed = parsed.astimezone(UTC) if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
-    except OverflowError:
-        parsed = None
-    if parsed is None or not EARLIEST <= parsed < LATEST:
-        raise _Invalid(f"{what} is out of range (1970 to 9000): {value!r}")
-    return parsed
-
-
-def _optional_timestamp(raw: dict[str, Any], key: str, what: str) -> datetime | None:
-    # Exports made before reasoning was kept have none: that is no error.
-    value = raw.get(key)
-    return None if value is None else _timestamp(value, f"{what}: {key}")
-
-
-MAX_SOURCES = 50
-
-
-def _sources(raw: dict[str, Any], what: str) -> list[dict[str, str]]:
-    """The documents a reply was given, as its footer names them: [{"name", "passages"}].
-
-    Only names and labels come in (the attachments they pointed at have new ids here).
-    """
-    found = raw.get("sources")
-    if found is None:
-        return []
-    if not isinstance(found, list) or len(found) > MAX_SOURCES:
-        raise _Invalid(f"{what}: sources is not a list of at most {MAX_SOURCES} documents")
-    sources = []
-    for source in found:
-        if not isinstance(source, dict):
-            raise _Invalid(f"{what}: a source is not an object")
-        name, passages = _text(source, "name", what)[:255], _text(source, "passages", what)[:200]
-        if name:
-            sources.append({"name": name, "passages": passages})
-    return sources
-
-
-def _text(raw: dict[str, Any], key: str, what: str) -> str:
-    value = raw.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _Invalid(f"{what}: {key} is not text")
-    return strip_nul(value)
-
-
-def _number(raw: dict[str, Any], key: str, what: str, kind: type[Any]) -> Any:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"{what}: {key} is not a number")
-    if kind is int and (not float(value).is_integer()):
-        raise _Invalid(f"{what}: {key} is not a whole number")
-    if not math.isfinite(value):
-        raise _Invalid(f"{what}: {key} is not a finite number")
-    return kind(value)
 
 
 # The bounds of the per-conversation settings, as ConversationSettingsForm (conversations/
@@ -148,11 +71,6 @@ def _settings_checked(conversation: Conversation) -> None:
         conversation.max_tokens = None
 
 
-def _id(value: Any) -> bool:
-    """Whether `value` can be a message id of an export (an int or a str)."""
-    return isinstance(value, int | str) and not isinstance(value, bool)
-
-
 def _validate(instance: Conversation | Message, what: str, exclude: list[str]) -> None:
     try:
         instance.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
@@ -160,49 +78,51 @@ def _validate(instance: Conversation | Message, what: str, exclude: list[str]) -
         problems = "; ".join(
             f"{name}: {' '.join(messages)}" for name, messages in exc.message_dict.items()
         )
-        raise _Invalid(f"{what}: {problems}") from exc
+        raise fields.Invalid(f"{what}: {problems}") from exc
 
 
 def _parse_message(raw: Any, position: int) -> tuple[Any, Any, Message]:
     what = f"message {position}"
     if not isinstance(raw, dict):
-        raise _Invalid(f"{what} is not an object")
+        raise fields.Invalid(f"{what} is not an object")
     source_id = raw.get("id")
-    if not _id(source_id):
-        raise _Invalid(f"{what} has no usable id")
+    if not fields.is_id(source_id):
+        raise fields.Invalid(f"{what} has no usable id")
     what = f"message {position} (id {source_id})"
     parent_id = raw.get("parent_id")
-    if parent_id is not None and not _id(parent_id):
-        raise _Invalid(f"{what}: parent_id is not a message id: {parent_id!r}")
-    created = _timestamp(raw.get("created"), f"{what}: created")
-    updated = _timestamp(raw["updated"], f"{what}: updated") if raw.get("updated") else created
+    if parent_id is not None and not fields.is_id(parent_id):
+        raise fields.Invalid(f"{what}: parent_id is not a message id: {parent_id!r}")
+    created = fields.timestamp(raw.get("created"), f"{what}: created")
+    updated = (
+        fields.timestamp(raw["updated"], f"{what}: updated") if raw.get("updated") else created
+    )
     status = raw.get("status", Message.Status.COMPLETE)
     if not isinstance(status, str):
-        raise _Invalid(f"{what}: status is not text")
+        raise fields.Invalid(f"{what}: status is not text")
     # Nothing is generating an imported reply; left in flight it would look stuck.
     if status in Message.IN_FLIGHT:
         status = Message.Status.INTERRUPTED
-    omitted = _number(raw, "omitted", what, int)
+    omitted = fields.number(raw, "omitted", what, int)
     message = Message(
-        role=_text(raw, "role", what),
+        role=fields.text(raw, "role", what),
         status=status,
-        content=_text(raw, "content", what),
-        error=_text(raw, "error", what),
-        model=_text(raw, "model", what),
-        system_prompt=_text(raw, "system_prompt", what),
-        temperature=_number(raw, "temperature", what, float),
-        max_tokens=_number(raw, "max_tokens", what, int),
+        content=fields.text(raw, "content", what),
+        error=fields.text(raw, "error", what),
+        model=fields.text(raw, "model", what),
+        system_prompt=fields.text(raw, "system_prompt", what),
+        temperature=fields.number(raw, "temperature", what, float),
+        max_tokens=fields.number(raw, "max_tokens", what, int),
         omitted=omitted if omitted is not None else 0,
-        external_id=_text(raw, "external_id", what),
-        prompt_tokens=_number(raw, "prompt_tokens", what, int),
-        completion_tokens=_number(raw, "completion_tokens", what, int),
-        ttft_ms=_number(raw, "ttft_ms", what, int),
-        total_ms=_number(raw, "total_ms", what, int),
-        reasoning=_text(raw, "reasoning", what),
-        reasoning_started=_optional_timestamp(raw, "reasoning_started", what),
-        reasoning_ended=_optional_timestamp(raw, "reasoning_ended", what),
-        reasoning_tokens=_number(raw, "reasoning_tokens", what, int),
-        sources=_sources(raw, what),
+        external_id=fields.text(raw, "external_id", what),
+        prompt_tokens=fields.number(raw, "prompt_tokens", what, int),
+        completion_tokens=fields.number(raw, "completion_tokens", what, int),
+        ttft_ms=fields.number(raw, "ttft_ms", what, int),
+        total_ms=fields.number(raw, "total_ms", what, int),
+        reasoning=fields.text(raw, "reasoning", what),
+        reasoning_started=fields.optional_timestamp(raw, "reasoning_started", what),
+        reasoning_ended=fields.optional_timestamp(raw, "reasoning_ended", what),
+        reasoning_tokens=fields.number(raw, "reasoning_tokens", what, int),
+        sources=fields.sources(raw, what),
         created=created,
         updated=updated,
     )
@@ -217,48 +137,48 @@ def _parse_attachments(raw: dict[str, Any], what: str) -> list[attachment_servic
     if found is None:
         return []
     if not isinstance(found, list):
-        raise _Invalid(f"{what}: attachments is not a list")
+        raise fields.Invalid(f"{what}: attachments is not a list")
     limit = settings.CHAT_ATTACHMENTS_PER_MESSAGE
     if len(found) > limit:
-        raise _Invalid(f"{what}: {len(found)} attachments; a message carries at most {limit}")
+        raise fields.Invalid(f"{what}: {len(found)} attachments; a message carries at most {limit}")
     prepared = []
     for index, item in enumerate(found, start=1):
         where = f"{what}: attachment {index}"
         if not isinstance(item, dict):
-            raise _Invalid(f"{where} is not an object")
-        name = attachment_services.clean_name(_text(item, "name", where))
+            raise fields.Invalid(f"{where} is not an object")
+        name = attachment_services.clean_name(fields.text(item, "name", where))
         data = item.get("data")
         if not isinstance(data, str):
-            raise _Invalid(f"{where} ({name}) has no data")
+            raise fields.Invalid(f"{where} ({name}) has no data")
         try:
             content = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            raise _Invalid(f"{where} ({name}): its data is not base64") from None
-        caption = attachment_services.clean_caption(_text(item, "caption", where))
+            raise fields.Invalid(f"{where} ({name}): its data is not base64") from None
+        caption = attachment_services.clean_caption(fields.text(item, "caption", where))
         try:
             prepared.append(attachment_services.prepare_data(content, name=name, caption=caption))
         except attachment_services.AttachmentRejected as exc:
-            raise _Invalid(f"{where}: {exc.user_message}") from None
+            raise fields.Invalid(f"{where}: {exc.user_message}") from None
     return prepared
 
 
 def _parse_entry(raw: Any) -> _Entry:
     if not isinstance(raw, dict):
-        raise _Invalid("not an object")
-    created = _timestamp(raw.get("created"), "created")
-    updated = _timestamp(raw["updated"], "updated") if raw.get("updated") else created
+        raise fields.Invalid("not an object")
+    created = fields.timestamp(raw.get("created"), "created")
+    updated = fields.timestamp(raw["updated"], "updated") if raw.get("updated") else created
     what = "conversation"
     title_set_by_user = raw.get("title_set_by_user", False)
     if not isinstance(title_set_by_user, bool):
-        raise _Invalid("conversation: title_set_by_user is not true or false")
+        raise fields.Invalid("conversation: title_set_by_user is not true or false")
     conversation = Conversation(
-        title=_text(raw, "title", what),
-        model=_text(raw, "model", what),
-        system_prompt=_text(raw, "system_prompt", what),
+        title=fields.text(raw, "title", what),
+        model=fields.text(raw, "model", what),
+        system_prompt=fields.text(raw, "system_prompt", what),
         title_set_by_user=title_set_by_user,
-        temperature=_number(raw, "temperature", what, float),
-        max_tokens=_number(raw, "max_tokens", what, int),
-        external_id=_text(raw, "external_id", what),
+        temperature=fields.number(raw, "temperature", what, float),
+        max_tokens=fields.number(raw, "max_tokens", what, int),
+        external_id=fields.text(raw, "external_id", what),
         created=created,
         updated=updated,
     )
@@ -266,24 +186,26 @@ def _parse_entry(raw: Any) -> _Entry:
     _validate(conversation, what, exclude=["owner", "current"])
     raw_messages = raw.get("messages")
     if not isinstance(raw_messages, list):
-        raise _Invalid('"messages" is not a list')
+        raise fields.Invalid('"messages" is not a list')
     messages = [_parse_message(m, i) for i, m in enumerate(raw_messages, start=1)]
     attachments = {}
     for position, (source_id, _, message) in enumerate(messages, start=1):
         prepared = _parse_attachments(raw_messages[position - 1], f"message {position}")
         if prepared and message.role != Message.Role.USER:
-            raise _Invalid(f"message {position}: only the user's messages carry attachments")
+            raise fields.Invalid(f"message {position}: only the user's messages carry attachments")
         if prepared:
             attachments[source_id] = prepared
     ids = {source_id for source_id, _, _ in messages}
     if len(ids) != len(messages):
-        raise _Invalid("two messages have the same id")
+        raise fields.Invalid("two messages have the same id")
     for source_id, parent_id, _ in messages:
         if parent_id is not None and parent_id not in ids:
-            raise _Invalid(f"message {source_id}: parent {parent_id!r} is not in this conversation")
+            raise fields.Invalid(
+                f"message {source_id}: parent {parent_id!r} is not in this conversation"
+            )
     current = raw.get("current")
-    if current is not None and (not _id(current) or current not in ids):
-        raise _Invalid(f"current {current!r} is not a message of this conversation")
+    if current is not None and (not fields.is_id(current) or current not in ids):
+        raise fields.Invalid(f"current {current!r} is not a message of this conversation")
     # Threads are ordered by (created, id) and new ids follow creation order, so messages are
     # created by time; the sort is stable, keeping the export's order for equal timestamps.
     messages.sort(key=lambda m: m[2].created)
@@ -443,7 +365,7 @@ def conversation_import_entry(
     """
     try:
         return _import_entry(raw=raw, position=position, owner=owner, result=result, owners=owners)
-    except _Invalid as exc:
+    except fields.Invalid as exc:
         reason = str(exc)
     except (TypeError, ValueError, OverflowError) as exc:
         # Whatever the checks above missed: this entry is unusable, the next may be fine.

@@ -52,3 +52,29 @@ def test_the_reply_footer_names_the_page_the_answer_came_from(
     expect(last_reply(page).locator("footer .msg-sources")).to_contain_text(
         "manual.pdf (pp. 40, 217)"
     )
+
+
+def test_drop_a_300_page_pdf_in_the_composer_and_get_the_right_page(
+    page, fake_openai, settings, tmp_path
+):
+    """Attached through the composer's file input, as a person does: the chip names it,
+    the thread shows it with its pages, and the answer is grounded in the right page."""
+    from tests.attachments.test_retrieval import FACT, QUESTION, manual_pdf
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    manual = tmp_path / "manual.pdf"
+    manual.write_bytes(manual_pdf())
+    log_in(page)
+    page.set_input_files("#composer input[name=attachments]", str(manual))
+    expect(page.locator("#attach-chips .attach-chip")).to_contain_text("manual.pdf")
+    fake_openai.script(Reply(tokens=["It ran at ", "4,200 RPM."]))
+    composer(page).fill(QUESTION)
+    composer(page).press("Enter")
+    expect_complete(page, "It ran at 4,200 RPM.")
+    document = page.locator("#thread [data-role=user] .msg-attachments").last
+    expect(document).to_contain_text("manual.pdf")
+    expect(document).to_contain_text("300 pages")
+    expect(last_reply(page).locator("footer .msg-sources")).to_contain_text("manual.pdf (pp.")
+    expect(last_reply(page).locator("footer .msg-sources")).to_contain_text("217")
+    sent = fake_openai.requests[-1]["messages"]
+    assert any(FACT in str(message["content"]) for message in sent)

@@ -9,7 +9,8 @@ import pytest
 
 from conversations.models import Conversation, Message
 from conversations.transfer import export
-from conversations.transfer.chatsite import MAX_SOURCES, conversations_import_json
+from conversations.transfer.chatsite import conversations_import_json
+from conversations.transfer.fields import MAX_SOURCES
 from tests.support.chatsite_export import document, entry
 from tests.support.factories import ConversationFactory, MessageFactory, ReplyFactory
 

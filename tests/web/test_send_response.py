@@ -160,6 +160,7 @@ def test_the_first_message_of_a_chat_renders_the_conversation_and_its_entry_only
     owner_client, owner, fake_openai, django_assert_max_num_queries, count
 ):
     _conversations(owner, ["Today"] * count)
+    owner_client.get("/")  # a process's first request also sweeps old imports: not counted
     with CaptureQueriesContext(connection) as queries:
         response = send(owner_client, "What is new?")
     finished(last_reply())
@@ -178,7 +179,8 @@ def test_the_first_message_of_a_chat_renders_the_conversation_and_its_entry_only
     assert f'data-conversation="{conversation.pk}" aria-current="page"' in html
     # The new entry, and at most the old top one (which lost its "Today" heading).
     assert 1 <= html.count("data-conversation=") <= 2
-    assert len(html) < 7_000, len(html)
+    # The composer is most of it (with its file input and the chips' template).
+    assert len(html) < 8_000, len(html)
 
 
 def test_the_response_does_not_grow_with_the_sidebar(owner, owner_client, fake_openai):
