@@ -7,7 +7,10 @@ For more information on this file, see
 https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
 """
 
+import importlib
 import os
+import threading
+import time
 
 from django.core.asgi import get_asgi_application
 
@@ -22,3 +25,13 @@ application = limit_request_bodies(get_asgi_application())
 from conversations.checks import refuse_to_start_if_misconfigured  # noqa: E402
 
 refuse_to_start_if_misconfigured()
+
+
+def _warm_up() -> None:
+    # The model client (the OpenAI SDK, half a start's imports) is loaded after the server
+    # answers, not before: it starts faster, and the first reply does not wait for it.
+    time.sleep(0.5)
+    importlib.import_module("conversations.llm.backends.openai")
+
+
+threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from django.conf import settings
 
 from . import vision
-from .backends import local, openai
+from .backends import local
 from .base import LOCAL_PREFIX, Backend, BadRequest, Chunk, LLMError, ModelOption, NotConfigured
 from .thinking import ThinkSplitter
+
+
+def _remote() -> Any:
+    """The OpenAI-compatible backend, imported on first use: the SDK is most of what a
+    server imports at start (chatsite/asgi.py imports it once the server is up)."""
+    from .backends import openai
+
+    return openai
 
 
 def remote_configured() -> bool:
@@ -165,7 +174,7 @@ async def stream_chat(
     elif not remote_configured() or settings.LLM_BACKEND == "local":
         raise NotConfigured(_not_configured_message())
     else:
-        backend = openai
+        backend = _remote()
     splitter = ThinkSplitter()
     try:
         async for chunk in backend.stream_chat(
@@ -213,4 +222,4 @@ async def stream_chat(
 
 def server_label() -> str:
     """Where remote requests go, for people (never with a key or password in it)."""
-    return openai.server_label()
+    return str(_remote().server_label())
