@@ -17,6 +17,7 @@ from django.conf import settings
 
 from conversations.attachments import sandbox
 from conversations.attachments.chunking import save_passages
+from conversations.attachments.errors import AttachmentRejected
 from conversations.models import Attachment
 
 __all__ = ["Document", "DocumentRejected", "is_document", "read_document", "save_chunks"]
@@ -63,12 +64,8 @@ class Document:
     page_starts: list[int]  # offset in `text` where each page starts ([] without pages)
 
 
-class DocumentRejected(Exception):
+class DocumentRejected(AttachmentRejected):
     """A file that is not a document we read, or one we refuse; `user_message` says which."""
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
 
 
 def _kind(head: bytes) -> str | None:

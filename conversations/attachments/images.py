@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from conversations.attachments.errors import AttachmentRejected
+
 # What Pillow may open: nothing else is tried, whatever the name says (no SVG, no EPS,
 # no plug-in with a parser of its own). The first frame of a GIF.
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -28,10 +30,8 @@ class StoredImage:
     height: int
 
 
-class ImageRejected(Exception):
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
+class ImageRejected(AttachmentRejected):
+    """Not an image this site takes, or one past the limits; `user_message` says which."""
 
 
 def looks_like_image(head: bytes) -> bool:

@@ -16,6 +16,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 
 from conversations.attachments import documents, images
+from conversations.attachments.errors import AttachmentRejected as AttachmentRejected
 from conversations.models import Attachment, AttachmentChunk, Message, attachment_storage
 
 if TYPE_CHECKING:
@@ -26,14 +27,6 @@ logger = logging.getLogger(__name__)
 NAME_CHARS = 255
 CAPTION_CHARS = 300
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".gif", ".webp", ".bmp", ".svg", ".tif", ".tiff"}
-
-
-class AttachmentRejected(Exception):
-    """A file that cannot be attached; `user_message` says which and why."""
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
 
 
 @dataclass(frozen=True)
@@ -114,10 +107,7 @@ def prepare_data(data: bytes, *, name: str, caption: str = "") -> Prepared:
         raise AttachmentRejected(f"“{name}” is empty.")
     head = data[:4096]
     if images.looks_like_image(head):
-        try:
-            image = images.read_image(data, name=name)
-        except images.ImageRejected as exc:
-            raise AttachmentRejected(exc.user_message) from None
+        image = images.read_image(data, name=name)
         return Prepared(
             kind=Attachment.Kind.IMAGE,
             name=name,
@@ -147,10 +137,7 @@ def _document(data: bytes, *, name: str, head: bytes, caption: str) -> Prepared 
         return None
     if not documents.is_document(name, head):
         return None
-    try:
-        document = documents.read_document(data, name=name)
-    except documents.DocumentRejected as exc:
-        raise AttachmentRejected(exc.user_message) from None
+    document = documents.read_document(data, name=name)
     return Prepared(
         kind=Attachment.Kind.DOCUMENT,
         name=name,
