@@ -181,6 +181,8 @@ class Progress:
     reasoning_started: datetime | None = None
     reasoning_ended: datetime | None = None
     reasoning_tokens: int | None = None
+    # When the first text came: thinking recognised only at its "</think>" began then.
+    first_text_at: datetime | None = None
     saved: tuple[int, int, str] = (0, 0, Message.Status.PENDING)
     saved_at: float = field(default_factory=time.monotonic)
 
@@ -193,6 +195,7 @@ class Progress:
             # What was shown as the answer was reasoning: it moves, whole.
             writer.rethink(self.text)
             self.reasoning, self.text = self.reasoning + self.text, ""
+            self.reasoning_started = self.reasoning_started or self.first_text_at
         if chunk.reasoning or chunk.rethink:
             self.reasoning += chunk.reasoning
             self.reasoning_started = self.reasoning_started or timezone.now()
@@ -382,6 +385,7 @@ async def _generate(live: LiveReply) -> None:
                     if progress.ttft_ms is None:
                         progress.ttft_ms = round((time.monotonic() - started) * 1000)
                         progress.status = Message.Status.STREAMING
+                    progress.first_text_at = progress.first_text_at or timezone.now()
                     progress.text += chunk.text
                     live.update(text=progress.text, status=progress.status)
                     writer.text(chunk.text)

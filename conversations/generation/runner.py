@@ -275,6 +275,15 @@ def release_connection() -> None:
         connection.close()
 
 
+def _drop_if_unusable() -> None:
+    # A server database's connection held open between two jobs of this thread may have
+    # been closed meanwhile (a restart, an idle timeout, the other end): one round trip
+    # tells, rather than failing the job (a reply's start) on its first query.
+    open_on_server = connection.vendor != "sqlite" and connection.connection is not None
+    if open_on_server and not connection.is_usable():
+        connection.close()
+
+
 def on_db_thread(fn: Callable[P, T]) -> Callable[P, T]:
     """For work on the runner's DB thread: after a database error, drop the connection.
 
@@ -284,6 +293,7 @@ def on_db_thread(fn: Callable[P, T]) -> Callable[P, T]:
 
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        _drop_if_unusable()
         try:
             return fn(*args, **kwargs)
         except DatabaseError:

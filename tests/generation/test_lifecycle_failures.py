@@ -3,6 +3,8 @@ servers that died, stops from other processes, odd model output. Nothing is lost
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from datetime import timedelta
 
@@ -247,3 +249,33 @@ def test_stop_before_the_model_answers_closes_the_request(owner_client, fake_ope
     assert fake_openai.disconnected.wait(5)
     assert finished(reply).status == Message.Status.STOPPED
     assert Conversation.objects.get().messages.count() == 2
+
+
+@pytest.mark.skipif(
+    "sqlite" in django_settings.DATABASES["default"]["ENGINE"],
+    reason="a server database's connections (SQLite's is never closed by another end)",
+)
+def test_a_db_thread_connection_closed_while_idle_does_not_fail_the_next_reply(
+    owner_client, fake_openai
+):
+    from django.db import connection
+
+    fake_openai.script(Reply(tokens=["warm"]))
+    send(owner_client, "Open the DB threads' connections")
+    finished(last_reply())
+    every_thread = threading.Barrier(4, timeout=10)
+
+    # What a database restart or an idle timeout does to each DB thread's connection.
+    def drop_connection() -> None:
+        connection.ensure_connection()
+        every_thread.wait()  # one job on each of the runner's DB threads at once
+        connection.connection.close()
+
+    async def drop_everywhere() -> None:
+        await asyncio.gather(*(runner.db(drop_connection) for _ in range(4)))
+
+    runner.spawn(drop_everywhere).result(timeout=20)
+    fake_openai.script(Reply(tokens=["Still ", "here."]))
+    send(owner_client, "And now?")
+    reply = finished(last_reply())
+    assert (reply.status, reply.content) == (Message.Status.COMPLETE, "Still here.")
