@@ -21,10 +21,12 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator, smart_split, unescape_string_literal
 
+from conversations.attachments import selectors as attachment_selectors
 from conversations.forms import AdminImportForm
 from conversations.models import Attachment, Conversation, ImportJob, Message
 from conversations.params import parse_ids
 from conversations.transfer import jobs
+from conversations.web import attachments as web_attachments
 from conversations.web import transfer as web_transfer
 
 # Texts longer than this are folded into a <details> element showing the start.
@@ -117,7 +119,7 @@ class MessageInline(ReadOnly, admin.TabularInline[Message, Conversation]):
 
 
 class AttachmentInline(ReadOnly, admin.TabularInline[Attachment, Any]):
-    """What was attached: names, types, sizes, hashes (the files are their owners' only)."""
+    """What was attached: names (each a link to its file), types, sizes, hashes."""
 
     model = Attachment
     extra = 0
@@ -125,7 +127,7 @@ class AttachmentInline(ReadOnly, admin.TabularInline[Attachment, Any]):
     fields = readonly_fields = (
         "message",
         "kind",
-        "name",
+        "file_link",
         "caption",
         "content_type",
         "size",
@@ -137,6 +139,11 @@ class AttachmentInline(ReadOnly, admin.TabularInline[Attachment, Any]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Attachment]:
         return super().get_queryset(request).select_related("message")
+
+    @admin.display(description="name")
+    def file_link(self, attachment: Attachment) -> SafeString:
+        url = reverse("admin:conversations_attachment_file", args=[attachment.pk])
+        return format_html('<a href="{}">{}</a>', url, attachment.name)
 
     @admin.display(description="pixels")
     def dimensions(self, attachment: Attachment) -> str:
@@ -210,8 +217,26 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
                 wrap(self.import_job_view),
                 name="conversations_conversation_import_job",
             ),
+            path(
+                "attachment/<int:attachment_id>/",
+                wrap(self.attachment_view),
+                name="conversations_attachment_file",
+            ),
             *super().get_urls(),
         ]
+
+    def attachment_view(self, request: HttpRequest, attachment_id: int) -> HttpResponse:
+        """An attached file, for staff who may view attachments (an image inline, a
+        document as a download), with the headers its owner's view sends."""
+        if not request.user.has_perm("conversations.view_attachment"):
+            raise PermissionDenied
+        found = get_object_or_404(Attachment, pk=attachment_id)
+        return web_attachments.file_response(
+            attachment_selectors.attachment_bytes(found),
+            content_type=found.content_type,
+            filename=found.name,
+            sha256=found.sha256,
+        )
 
     def _check_import_permission(self, request: HttpRequest) -> None:
         if not request.user.has_perm("conversations.add_conversation"):

@@ -15,7 +15,8 @@ from conversations.web.htmx import TEXT, Request
 INLINE_TYPES = {"image/png", "image/jpeg"}
 
 
-def _file_response(data: bytes, *, content_type: str, filename: str, sha256: str) -> HttpResponse:
+def file_response(data: bytes, *, content_type: str, filename: str, sha256: str) -> HttpResponse:
+    """A stored file as a response that a browser cannot take for a page of this site."""
     inline = content_type in INLINE_TYPES
     response = HttpResponse(
         data, content_type=content_type if inline else "application/octet-stream"
@@ -35,7 +36,7 @@ def attachment(request: Request, conversation_id: int, attachment_id: int) -> Ht
     found = selectors.attachment_get(
         user=request.user, conversation_id=conversation_id, attachment_id=attachment_id
     )
-    return _file_response(
+    return file_response(
         selectors.attachment_bytes(found),
         content_type=found.content_type,
         filename=found.name,
@@ -52,7 +53,7 @@ def thumbnail(request: Request, conversation_id: int, attachment_id: int) -> Htt
     if not found.is_image:
         return HttpResponse("Only images have thumbnails.", status=404, content_type=TEXT)
     content_type = "image/jpeg" if found.content_type == "image/jpeg" else "image/png"
-    return _file_response(
+    return file_response(
         selectors.thumbnail(found),
         content_type=content_type,
         filename=f"thumbnail-{found.name}",

@@ -48,3 +48,32 @@ def test_the_system_check_refuses_attachment_limits_that_cannot_work(settings, t
     settings.CHAT_ATTACHMENT_MAX_BYTES = 1000
     settings.MEDIA_ROOT = settings.STATIC_ROOT
     assert [e.id for e in check_attachments(None)] == ["chatsite.E005"]
+
+
+def test_staff_who_may_view_attachments_open_the_file_from_the_admin(
+    staff_client, owner, client, django_user_model
+):
+    message = MessageFactory(conversation=ConversationFactory(owner=owner))
+    picture = attach(message, "pic.png", images.png(), caption="a pic")
+    url = reverse("admin:conversations_attachment_file", args=[picture.pk])
+    page = staff_client.get(
+        reverse("admin:conversations_conversation_change", args=[message.conversation_id])
+    )
+    assert f'href="{url}"' in page.content.decode()
+    opened = staff_client.get(url)
+    assert opened.status_code == 200
+    assert opened["Content-Type"] == "image/png"
+    assert opened["X-Content-Type-Options"] == "nosniff"
+    with picture.file.open("rb") as stored:
+        assert opened.content == stored.read()
+    assert (
+        staff_client.get(reverse("admin:conversations_attachment_file", args=[10**9])).status_code
+        == 404
+    )
+    # Staff without the permission to view attachments: refused.
+    clerk = django_user_model.objects.create_user("clerk", password="x" * 16, is_staff=True)
+    client.force_login(clerk)
+    assert client.get(url).status_code == 403
+    # Anyone else is sent to the admin's login.
+    client.logout()
+    assert client.get(url).status_code == 302
