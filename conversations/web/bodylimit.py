@@ -78,7 +78,11 @@ def limit_request_bodies(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await app(scope, receive, send)
             return
-        limit = body_limit(scope["path"])
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            # Served under a prefix (uvicorn --root-path): the URLconf knows the rest.
+            path = path[len(root) :] or "/"
+        limit = body_limit(path)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
             await _too_large(send, limit)

@@ -105,3 +105,36 @@ def test_a_body_within_the_limit_reaches_the_view(asgi_server, owner_client, set
     answer = _raw(asgi_server, head, [body])
     # The view ran: CSRF refuses the bare POST (403), not the size guard.
     assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+
+
+def test_a_site_served_under_a_prefix_keeps_each_urls_limit(settings):
+    import asyncio
+
+    from conversations.web.bodylimit import limit_request_bodies
+
+    settings.CHAT_IMPORT_MAX_BYTES = 10_000_000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    reached: list[str] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        reached.append(scope["path"])
+
+    async def nothing():  # type: ignore[no-untyped-def]
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[dict] = []
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/chat/import/",
+        "root_path": "/chat",
+        "headers": [(b"content-length", b"5000000")],
+    }
+    asyncio.run(limit_request_bodies(app)(scope, nothing, send))
+    assert reached == ["/chat/import/"] and sent == []  # an import's limit, not a form's
+    asyncio.run(limit_request_bodies(app)({**scope, "path": "/chat/c/1/rename/"}, nothing, send))
+    assert sent[0]["status"] == 413
