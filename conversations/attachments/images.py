@@ -34,6 +34,27 @@ class ImageRejected(AttachmentRejected):
     """Not an image this site takes, or one past the limits; `user_message` says which."""
 
 
+# The longest side of the thumbnails shown in the thread (pixels).
+THUMBNAIL_SIDE = 320
+
+
+def thumbnail_name(file_name: str) -> str:
+    """Where the thumbnail of the stored file `file_name` is kept, beside it."""
+    return f"{file_name}.thumb"
+
+
+def thumbnail_of(data: bytes, *, content_type: str) -> bytes:
+    """A small PNG (or JPEG, for photos) of a stored image (already cleaned and bounded)."""
+    with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        if content_type == "image/jpeg":
+            image.convert("RGB").save(out, format="JPEG", quality=85)
+        else:
+            image.save(out, format="PNG")
+        return out.getvalue()
+
+
 def looks_like_image(head: bytes) -> bool:
     """Whether the file's first bytes are those of a PNG, JPEG, GIF or WebP."""
     return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")

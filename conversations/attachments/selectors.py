@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
+from conversations.attachments import images
 from conversations.models import Attachment
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-
-THUMBNAIL_SIDE = 320
 
 
 def attachment_get(*, user: User, conversation_id: int, attachment_id: int) -> Attachment:
@@ -30,13 +26,13 @@ def attachment_bytes(attachment: Attachment) -> bytes:
 
 
 def thumbnail(attachment: Attachment) -> bytes:
-    """A small PNG (or JPEG, for photos) of a stored image, made from the stored file
-    (already cleaned and bounded at upload)."""
-    with Image.open(io.BytesIO(attachment_bytes(attachment)), formats=("PNG", "JPEG")) as image:
-        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-        out = io.BytesIO()
-        if attachment.content_type == "image/jpeg":
-            image.convert("RGB").save(out, format="JPEG", quality=85)
-        else:
-            image.save(out, format="PNG")
-        return out.getvalue()
+    """The thumbnail of a stored image: the one made at upload, or for a file stored
+    without one (before thumbnails were kept), made now from the image."""
+    storage = attachment.file.storage
+    try:
+        with storage.open(images.thumbnail_name(attachment.file.name or ""), "rb") as handle:
+            return bytes(handle.read())
+    except OSError:  # none kept (FileNotFoundError), or a store that cannot say
+        return images.thumbnail_of(
+            attachment_bytes(attachment), content_type=attachment.content_type
+        )

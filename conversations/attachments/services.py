@@ -183,6 +183,12 @@ def attachments_save(*, message: Message, prepared: Iterable[Prepared]) -> list[
             # `name` only gives the suffix: attachment_path picks a random file name.
             attachment.file.save(f"upload{item.extension}", ContentFile(item.data), save=False)
             saved.append(attachment)
+            if item.kind == Attachment.Kind.IMAGE:
+                # Made once here: a thread's thumbnails are then read, never decoded again.
+                thumb = images.thumbnail_of(item.data, content_type=item.content_type)
+                attachment.file.storage.save(
+                    images.thumbnail_name(attachment.file.name or ""), ContentFile(thumb)
+                )
             attachment.save()
             if item.document is not None:
                 documents.save_chunks(attachment, item.document)
@@ -228,15 +234,17 @@ def attachments_copy(*, source: Message, target: Message) -> list[Attachment]:
 
 
 def files_delete(names: Iterable[str]) -> None:
-    """Delete stored files by name (each once); one that cannot be deleted is logged."""
+    """Delete stored files by name (each once), with their thumbnails; one that cannot be
+    deleted is logged."""
     storage = attachment_storage()
     for name in sorted(set(names)):
         if not name:
             continue
-        try:
-            storage.delete(name)
-        except Exception:
-            logger.exception("Could not delete the attachment file %s", name)
+        for stored in (name, images.thumbnail_name(name)):
+            try:
+                storage.delete(stored)
+            except Exception:
+                logger.exception("Could not delete the attachment file %s", stored)
 
 
 def file_delete_after(sender: Any, instance: Attachment, **kwargs: Any) -> None:

@@ -50,7 +50,11 @@ def test_each_attachment_is_logged_with_name_type_size_and_sha256_never_its_byte
 
 
 def _files(media):
-    return sorted(p for p in media.rglob("*") if p.is_file())
+    """The stored files, each image's kept thumbnail counted with it (they go together)."""
+    found = sorted(p for p in media.rglob("*") if p.is_file())
+    thumbnails = {p for p in found if p.name.endswith(".thumb")}
+    assert {p.with_name(p.name.removesuffix(".thumb")) for p in thumbnails} <= set(found)
+    return [p for p in found if p not in thumbnails]
 
 
 def test_deleting_a_conversation_deletes_its_files(
