@@ -5,7 +5,7 @@ page at a time, grouped by day (Today, Yesterday, …) in TIME_ZONE.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -21,21 +21,22 @@ if TYPE_CHECKING:
 GROUPS = ("Today", "Yesterday", "Previous 7 days", "Previous 30 days", "Older")
 
 
-def local_day(value: datetime) -> date:
-    """The day `value` falls on in the site's TIME_ZONE (for an aware `value`).
+def local_day(value: datetime, zone: tzinfo | None = None) -> date:
+    """The day `value` falls on in the site's TIME_ZONE (for an aware `value`); `zone`,
+    that time zone, when the caller has it at hand (a list of many dates).
 
     Within a day of year 1 or 9999 (an imported file can hold such dates) local time would
     be off the calendar (OverflowError): the UTC day then, so no page ever fails on it.
     """
     try:
-        return timezone.localdate(value)
+        return value.astimezone(zone or timezone.get_current_timezone()).date()
     except OverflowError:
         return value.astimezone(UTC).date()
 
 
-def recency_group(updated: datetime, *, today: date) -> str:
+def recency_group(updated: datetime, *, today: date, zone: tzinfo | None = None) -> str:
     """The sidebar heading `updated` falls under (days in the site's TIME_ZONE)."""
-    days = (today - local_day(updated)).days
+    days = (today - local_day(updated, zone)).days
     if days <= 0:
         return GROUPS[0]
     if days == 1:
@@ -60,8 +61,9 @@ class ConversationPage:
         today = self.today or timezone.localdate()
         out: list[tuple[str | None, Conversation]] = []
         last = self.previous_group
+        zone = timezone.get_current_timezone()
         for conversation in self.conversations:
-            group = recency_group(conversation.updated, today=today)
+            group = recency_group(conversation.updated, today=today, zone=zone)
             out.append((group if group != last else None, conversation))
             last = group
         return out
@@ -179,8 +181,10 @@ def _headings(entries: list[tuple[int, datetime]], *, today: date) -> dict[int, 
     """Each entry's heading in a list in this order (None: it continues the group above)."""
     out: dict[int, str | None] = {}
     last = None
+    # Looked up once: the current time zone is a context-local read, slow per entry.
+    zone = timezone.get_current_timezone()
     for pk, updated in entries:
-        group = recency_group(updated, today=today)
+        group = recency_group(updated, today=today, zone=zone)
         out[pk] = group if group != last else None
         last = group
     return out
