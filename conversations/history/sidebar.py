@@ -144,11 +144,13 @@ def conversation_moved(
     today = timezone.localdate(now or timezone.now())
     limit = settings.CHAT_SIDEBAR_LIMIT
     # Tuples, not rows: a send reads the whole first page, and builds only what changed.
+    # A new conversation only pushes the others down: of them, only the top entry's
+    # heading can change. One that moved needs the page around its old place.
     others = list(
         Conversation.objects.filter(owner=user)
         .exclude(pk=conversation.pk)
         .order_by("-updated", "-id")
-        .values_list("id", "updated", "title")[:limit]
+        .values_list("id", "updated", "title")[: limit if was is not None else 1]
     )
     titles = {pk: title for pk, _, title in others}
     # The order before: the others with the conversation at its old place, the first page.
