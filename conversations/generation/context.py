@@ -80,7 +80,8 @@ def reply_context(*, reply: Message) -> BranchContext:
         or (message.status in (Message.Status.COMPLETE, Message.Status.STOPPED) and message.content)
     ]
     model = reply.model or llm.default_model()
-    images = _images(path)
+    attachments = _attachments(path)
+    images = _images(attachments)
     turns: list[ChatMessage] = []
     costs: list[int] = []
     for message in path:
@@ -91,17 +92,32 @@ def reply_context(*, reply: Message) -> BranchContext:
     system: list[ChatMessage] = []
     if reply.system_prompt.strip():
         system.append({"role": "system", "content": reply.system_prompt})
-    system, sources = _with_documents(system, turns, costs, path, reply=reply, model=model)
+    documents = [a for a in attachments if a.kind == Attachment.Kind.DOCUMENT]
+    system, sources = _with_documents(
+        system, turns, costs, path, documents, reply=reply, model=model
+    )
     fitted = fit(system, turns, model=model, max_tokens=reply.max_tokens, image_tokens=costs)
     return BranchContext(fitted.messages, fitted.omitted, sources)
 
 
-def _images(path: list[Message]) -> dict[int, list[Attachment]]:
+def _attachments(path: list[Message]) -> list[Attachment]:
+    """The attachments of the branch's user messages, in one query (none: no query).
+
+    Documents' texts (megabytes, maybe) are left out: `text_chars` says how long each is,
+    and retrieval reads a text only if it might fit whole.
+    """
     ids = [m.pk for m in path if m.role == Message.Role.USER]
+    if not ids:
+        return []
+    rows = Attachment.objects.filter(message_id__in=ids).defer("text")
+    return list(rows.annotate(text_chars=Length("text")).order_by("message_id", "id"))
+
+
+def _images(attachments: list[Attachment]) -> dict[int, list[Attachment]]:
     found: dict[int, list[Attachment]] = defaultdict(list)
-    if ids:
-        for image in Attachment.objects.filter(message_id__in=ids, kind=Attachment.Kind.IMAGE):
-            found[image.message_id].append(image)
+    for attachment in attachments:
+        if attachment.kind == Attachment.Kind.IMAGE:
+            found[attachment.message_id].append(attachment)
     return found
 
 
@@ -127,6 +143,7 @@ def _with_documents(
     turns: list[ChatMessage],
     costs: list[int],
     path: list[Message],
+    documents: list[Attachment],
     *,
     reply: Message,
     model: str,
@@ -140,13 +157,7 @@ def _with_documents(
     once, not per turn.
     """
     position = {m.pk: i for i, m in enumerate(path) if m.role == Message.Role.USER}
-    # The texts (megabytes, maybe) are read only if they might fit whole.
-    rows = (
-        Attachment.objects.filter(message_id__in=list(position), kind=Attachment.Kind.DOCUMENT)
-        .defer("text")
-        .annotate(text_chars=Length("text"))
-    )
-    documents = sorted(rows, key=lambda a: (position[a.message_id], a.pk))
+    documents = sorted(documents, key=lambda a: (position[a.message_id], a.pk))
     if not documents:
         return system, []
     asked = turns and turns[-1]["role"] == "user"
