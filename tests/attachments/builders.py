@@ -135,9 +135,10 @@ def docx_with_table(rows: list[list[str]]) -> bytes:
 
 
 @functools.cache
-def docx_bomb(inflated: int) -> bytes:
+def docx_bomb(inflated: int, *, zip64: bool = True) -> bytes:
     """A real Word file whose word/document.xml is padded to `inflated` bytes of spaces
-    (deflated: a few kilobytes per hundred megabytes)."""
+    (deflated: a few kilobytes per hundred megabytes); without zip64 (under 2 GiB) the
+    sizes sit in the plain headers."""
     source = zipfile.ZipFile(io.BytesIO(docx_file(["A small document."])))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
@@ -146,7 +147,7 @@ def docx_bomb(inflated: int) -> bytes:
             if info.filename != "word/document.xml":
                 target.writestr(info.filename, data)
                 continue
-            with target.open("word/document.xml", "w", force_zip64=True) as member:
+            with target.open("word/document.xml", "w", force_zip64=zip64) as member:
                 member.write(data)
                 block = b" " * (1024 * 1024)
                 for _ in range(inflated // len(block)):
@@ -165,7 +166,7 @@ def zip_of(members: dict[str, bytes]) -> bytes:
 def lying_docx_bomb(inflated: int, *, declared: int) -> bytes:
     """A Word file whose document.xml inflates to `inflated` bytes but whose zip headers
     (local and central) say it is `declared` bytes."""
-    data = bytearray(docx_bomb_small(inflated))
+    data = bytearray(docx_bomb(inflated, zip64=False))
     name = b"word/document.xml"
     local = data.find(b"PK\x03\x04")
     while local != -1:
@@ -180,21 +181,3 @@ def lying_docx_bomb(inflated: int, *, declared: int) -> bytes:
             data[central + 24 : central + 28] = declared.to_bytes(4, "little")
         central = data.find(b"PK\x01\x02", central + 4)
     return bytes(data)
-
-
-def docx_bomb_small(inflated: int) -> bytes:
-    """As `docx_bomb`, without zip64 (under 2 GiB), so the sizes sit in the plain headers."""
-    source = zipfile.ZipFile(io.BytesIO(docx_file(["A small document."])))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
-        for info in source.infolist():
-            data = source.read(info)
-            if info.filename != "word/document.xml":
-                target.writestr(info.filename, data)
-                continue
-            with target.open("word/document.xml", "w") as member:
-                member.write(data)
-                block = b" " * (1024 * 1024)
-                for _ in range(inflated // len(block)):
-                    member.write(block)
-    return out.getvalue()

@@ -75,8 +75,8 @@ def test_a_plain_reply_has_no_reasoning(fake_openai):
     assert all(c.reasoning_tokens in (None, 0) for c in chunks)
 
 
-def test_reasoning_before_a_broken_stream_is_kept(fake_openai):
-    fake_openai.script(Reply(reasoning=["Thinking ", "hard"], tokens=["x"], break_after=2))
+def _until_broken() -> list[Chunk]:
+    """The chunks of a stream that breaks, up to the break (StreamBroken is raised)."""
     got: list[Chunk] = []
 
     async def run() -> None:
@@ -85,19 +85,18 @@ def test_reasoning_before_a_broken_stream_is_kept(fake_openai):
 
     with pytest.raises(StreamBroken):
         asyncio.run(run())
+    return got
+
+
+def test_reasoning_before_a_broken_stream_is_kept(fake_openai):
+    fake_openai.script(Reply(reasoning=["Thinking ", "hard"], tokens=["x"], break_after=2))
+    got = _until_broken()
     assert "".join(c.reasoning for c in got) == "Thinking hard"
 
 
 def test_text_held_back_as_a_possible_tag_is_not_lost_when_the_stream_breaks(fake_openai):
     fake_openai.script(Reply(tokens=["<think>deep</thi"], break_after=1))
-    got: list[Chunk] = []
-
-    async def run() -> None:
-        async for chunk in llm.stream_chat(messages=[{"role": "user", "content": "q"}], model="m"):
-            got.append(chunk)
-
-    with pytest.raises(StreamBroken):
-        asyncio.run(run())
+    got = _until_broken()
     assert "".join(c.reasoning for c in got) == "deep</thi"
 
 
