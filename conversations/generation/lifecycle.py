@@ -488,8 +488,9 @@ def interrupt_live_at_exit() -> None:
         logger.exception("Could not record interrupted replies at exit")
 
 
-def reply_wait(*, reply: Message, timeout: float) -> None:
-    """Block until `reply` has ended (for the no-JavaScript flow)."""
-    live = runner.get(reply.pk)
+async def reply_ended(*, reply_id: int, timeout: float) -> None:
+    """Return once reply `reply_id` has ended here, or after `timeout` (the no-JavaScript
+    flow). It holds no thread meanwhile: a request's thread serves others' requests too."""
+    live = runner.get(reply_id)
     if live is not None:
-        live.wait_done(timeout)
+        await live.ended(timeout)

@@ -9,6 +9,7 @@ Watchers follow a reply through its journal (`generation.journal`), not through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -46,6 +47,8 @@ class LiveReply:
         # Set by Stop: a generation that had not begun yet ends as stopped at once.
         self.stop_requested = False
         self._cond = threading.Condition()
+        # Coroutines awaiting the end (`ended`), on whichever loop they run.
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def snapshot(self) -> Snapshot:
         with self._cond:
@@ -67,13 +70,42 @@ class LiveReply:
             if status is not None:
                 self._status = status
             self._done = self._done or done
+            waiters = []
             if done:
                 self._cond.notify_all()
+                waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            # A waiter's loop may have closed with its request; the reply has ended anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
 
     def wait_done(self, timeout: float) -> bool:
         """Block a thread until the reply has ended (or the timeout passes)."""
         with self._cond:
             return self._cond.wait_for(lambda: self._done, timeout)
+
+    async def ended(self, timeout: float) -> bool:
+        """Wait, without holding a thread, until the reply has ended (or the timeout passes)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self._done:
+                return True
+            self._waiters.append((loop, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            # Gave up or cancelled (the client went away): nothing to wake any more.
+            with self._cond, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, future))
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Runner:

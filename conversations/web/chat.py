@@ -26,7 +26,7 @@ from conversations.history import sidebar as history_sidebar
 from conversations.models import Conversation, Message
 from conversations.options import ConversationSettings
 from conversations.params import parse_id
-from conversations.web.htmx import TEXT, Request, after_reply, busy_answer
+from conversations.web.htmx import TEXT, Request, after_reply, busy_answer, waits_for_reply
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -151,6 +151,7 @@ def _composer_error(
     return render(request, TEMPLATE, context, status=status)
 
 
+@waits_for_reply
 @require_POST
 def send(request: Request, conversation_id: int | None = None) -> HttpResponse:
     conv = (
@@ -247,6 +248,7 @@ def stop(request: Request, conversation_id: int, message_id: int) -> HttpRespons
     return _message_response(request, reply)
 
 
+@waits_for_reply
 @require_POST
 def retry(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     """Regenerate the last reply (Retry, for a failed one): the old one stays an alternative."""
@@ -287,6 +289,7 @@ def message(request: Request, conversation_id: int, message_id: int) -> HttpResp
     return _message_response(request, found)
 
 
+@waits_for_reply
 @require_http_methods(["GET", "POST"])
 def edit(request: Request, conversation_id: int, message_id: int) -> HttpResponse:
     """A user message sent again with new text, as an alternative: the form, then the send."""

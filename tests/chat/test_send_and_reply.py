@@ -3,7 +3,12 @@ openai client talking to the fake server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
 from django.urls import reverse
 
 from conversations.models import Conversation, Message
@@ -138,6 +143,28 @@ def test_without_javascript_the_form_posts_and_redirects_to_the_finished_reply(
     page = owner_client.get(response["Location"]).content.decode()
     assert "Plain form post" in page
     assert "No JS needed." in page
+    assert last_reply().status == Message.Status.COMPLETE
+
+
+def test_a_form_post_waiting_for_its_reply_does_not_hold_up_other_requests(owner, fake_openai):
+    # Every request's synchronous work here runs on one thread (as on a lane): a no-JS
+    # send that held it while the reply is written would stall every other page meanwhile.
+    fake_openai.script(Reply(tokens=["Slow", " one."], first_delay=2))
+    client = AsyncClient()
+
+    async def scenario() -> None:
+        await client.aforce_login(owner)
+        posting = asyncio.create_task(client.post(reverse("send_new"), {"content": "Wait"}))
+        await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+        started = time.monotonic()
+        page = await client.get(reverse("chat"))
+        assert page.status_code == 200
+        assert time.monotonic() - started < 1.5
+        assert not posting.done()
+        response = await posting
+        assert response.status_code == 302
+
+    async_to_sync(scenario)()
     assert last_reply().status == Message.Status.COMPLETE
 
 
