@@ -17,9 +17,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 from conversations.web.bodylimit import limit_request_bodies
+from conversations.web.lanes import RequestLanes
 
-# Bodies too large for their URL are refused before Django reads (and spools) them.
-application = limit_request_bodies(get_asgi_application())
+# Bodies too large for their URL are refused before Django reads (and spools) them;
+# requests' synchronous work runs on long-lived threads that keep their connections.
+application = limit_request_bodies(RequestLanes(get_asgi_application()))
 
 # Servers that do not go through manage.py run no system checks: refuse a broken config.
 from conversations.checks import refuse_to_start_if_misconfigured  # noqa: E402

@@ -97,6 +97,10 @@ ASGI_APPLICATION = "chatsite.asgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+# Kept between requests: requests run on long-lived threads (conversations/web/lanes.py),
+# so a connection is opened once per thread, not once per request.
+DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 # Redis, for many worker processes or hosts: replies' events travel through Redis Streams
 # (any process serves any watcher live, Stop reaches the generating process at once).
 # Empty (the default): the journal lives in the one process, no extra service.

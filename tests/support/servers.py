@@ -12,13 +12,16 @@ class LiveASGIServer:
         from django.core.asgi import get_asgi_application
 
         from conversations.web.bodylimit import limit_request_bodies
+        from conversations.web.lanes import RequestLanes
 
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         sock.close()
+        # The stack of chatsite/asgi.py (whose import would run the start-up checks).
+        self.lanes = RequestLanes(get_asgi_application())
         config = uvicorn.Config(
-            limit_request_bodies(get_asgi_application()),
+            limit_request_bodies(self.lanes),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -43,3 +46,5 @@ class LiveASGIServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        # The lanes keep their database connections: close them before the test database goes.
+        self.lanes.close()
