@@ -93,7 +93,8 @@ def _title_in_flight(client, fake_openai) -> Message:
     send(client, "A question")
     reply = last_reply()
     live = runner.get(reply.pk)
-    assert live is not None and live.wait_done(10)
+    # None: the short answer has already ended and left the runner.
+    assert live is None or live.wait_done(10)
     fake_openai.wait_for_requests(2)
     return reply
 
